@@ -1,0 +1,109 @@
+"""Output formats, registered by name: ``CONVERTERS["tflite-int8"]``.
+
+Each format family lives in its own module and registers its converters where
+they are defined with :func:`register_converter`. A new format (float16, 16x8,
+sub-8-bit, …) is a new registered function, not a branch in the pipeline.
+
+A converter is a function ``fn(context, out_path) -> dict`` that writes one
+artifact to ``out_path`` and returns extra manifest fields (may be empty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgeqd.types import QuantMode
+
+
+@dataclass
+class ConversionContext:
+    """What every converter gets: the model, calibration data and the settings.
+
+    Attributes:
+        model: the float (or, with ``mode=QuantMode.QAT``, quantization-aware) Keras model.
+        calibration: representative inputs for post-training calibration, float32 (N, ...).
+        workdir: a scratch folder for intermediate files (removed by the caller).
+        mode: PTQ calibrates ranges on ``calibration``; QAT ships the ranges learnt in training.
+        per_channel: per-channel weight scales (True) or one scale per tensor.
+        calibration_method: "minmax", "percentile" or "entropy" (ONNX Runtime calibrators).
+        cache: intermediate results shared between converters (e.g. the float ONNX graph).
+    """
+
+    model: Any
+    calibration: np.ndarray
+    workdir: Path
+    mode: QuantMode = QuantMode.PTQ
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One registered output format.
+
+    Attributes:
+        name: registry key, also the ``--formats`` value.
+        filename: the artifact's file name in the output folder.
+        runtime: "tflite" or "onnx": which runtime loads and verifies it.
+        quantized: whether it is an integer-quantized artifact (``--max-drop`` applies).
+        description: one line for ``--help`` and tables.
+        fn: the function that writes it.
+    """
+
+    name: str
+    filename: str
+    runtime: str
+    quantized: bool
+    description: str
+    fn: Callable[[ConversionContext, Path], dict]
+
+
+CONVERTERS: dict[str, Converter] = {}
+DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+
+
+def register_converter(name: str, *, filename: str, runtime: str, quantized: bool,
+                       description: str) -> Callable:
+    """Register the decorated function as the converter ``name``.
+
+    Args:
+        name: registry key (``--formats`` value).
+        filename: artifact file name in the output folder.
+        runtime: "tflite" or "onnx".
+        quantized: whether ``--max-drop`` applies to it.
+        description: one line shown in help and tables.
+
+    >>> @register_converter("doc-example", filename="x.bin", runtime="tflite", quantized=False,
+    ...                     description="example")
+    ... def _example(context, out_path):
+    ...     return {}
+    >>> CONVERTERS.pop("doc-example").filename
+    'x.bin'
+    """
+
+    def decorator(fn: Callable[[ConversionContext, Path], dict]) -> Callable:
+        if name in CONVERTERS:
+            raise ValueError(f"converter {name!r} registered twice")
+        CONVERTERS[name] = Converter(name, filename, runtime, quantized, description, fn)
+        return fn
+
+    return decorator
+
+
+def get_converter(name: str) -> Optional[Converter]:
+    """The converter registered as ``name``, or None.
+
+    Args:
+        name: registry key.
+    """
+    return CONVERTERS.get(name)
+
+
+# Importing the format modules registers their converters.
+from edgeqd.converters import onnx as _onnx  # noqa: E402,F401
+from edgeqd.converters import tflite as _tflite  # noqa: E402,F401

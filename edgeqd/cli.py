@@ -8,10 +8,12 @@ line and exit with their code; no traceback is shown for a user's mistake.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
 import click
 
@@ -51,6 +53,36 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def console():
+    """The rich console for tables (stdout); wide when piped, so tables stay readable in logs."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+@contextlib.contextmanager
+def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, driven by ``report(step, done, total)`` callbacks.
+
+    Args:
+        quiet: show nothing (for ``--json`` output or non-interactive use).
+    """
+    if quiet:
+        yield lambda step, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def report(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        yield report
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="edgeqd")
@@ -70,6 +102,81 @@ def data_fetch() -> None:
     from edgeqd.data import provide_fashion_mnist
 
     click.echo(str(provide_fashion_mnist()))
+
+
+def _format_names() -> list[str]:
+    from edgeqd.converters import CONVERTERS
+
+    return sorted(CONVERTERS)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", required=True, help="'fashion-mnist', an .npz with x and y (x_val/y_val optional), "
+              "or an image folder with one sub-folder per class.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created atomically).")
+@click.option("--formats", default=",".join(("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")),
+              show_default=True, help="Comma-separated output formats; see `edgeqd formats`.")
+@click.option("--calibration-samples", default=200, show_default=True, type=int,
+              help="Training samples used to calibrate int8 ranges.")
+@click.option("--calibration-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibrator.")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per channel.")
+@click.option("--max-drop", type=float, default=None,
+              help="Exit 4 when an int8 artifact loses more than this many accuracy points.")
+@click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N held-out samples only.")
+@click.option("--seed", default=0, show_default=True, help="Seed of calibration draw and held-out split.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output folder.")
+@click.option("--unsafe-deserialization", is_flag=True,
+              help="Allow Lambda layers (their Python code runs on load): only for trusted files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
+@handle_errors
+def convert(model: Path, data: str, out: Path, formats: str, calibration_samples: int,
+            calibration_method: str, per_tensor: bool, max_drop: Optional[float],
+            eval_samples: Optional[int], seed: int, force: bool, unsafe_deserialization: bool,
+            as_json: bool) -> None:
+    """Convert MODEL (.keras, .h5 or SavedModel) to verified int8/float TFLite and ONNX.
+
+    Every artifact is loaded back in LiteRT / ONNX Runtime and evaluated on the
+    held-out split; DIR/manifest.json records sizes, quantization parameters,
+    accuracy, agreement with the float model and sha256 digests.
+    """
+    from edgeqd.pipeline import convert as run_convert
+    from edgeqd.tables import convert_table
+
+    names = [f.strip() for f in formats.split(",") if f.strip()]
+    with progress_bar(quiet=as_json) as report:
+        result = run_convert(model, data, out, formats=names, calibration_samples=calibration_samples,
+                             max_drop=max_drop, force=force, unsafe_deserialization=unsafe_deserialization,
+                             eval_samples=eval_samples, per_channel=not per_tensor,
+                             calibration_method=calibration_method, seed=seed, progress=report)
+    if as_json:
+        print_json(result.manifest)
+    else:
+        console().print(convert_table(result.manifest))
+        click.echo(f"wrote {result.out}/ (manifest.json + {sum(a.status.value == 'ok' for a in result.artifacts)} artifacts)")
+    result.raise_for_problems()
+
+
+@cli.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def formats_command(as_json: bool) -> None:
+    """List the registered output formats."""
+    from rich.table import Table
+
+    from edgeqd.converters import CONVERTERS
+
+    rows = [{"name": c.name, "file": c.filename, "runtime": c.runtime, "quantized": c.quantized,
+             "description": c.description} for c in CONVERTERS.values()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="output formats")
+    for column in ("name", "file", "runtime", "quantized", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("name", "file", "runtime", "quantized", "description")))
+    console().print(table)
 
 
 def main() -> None:

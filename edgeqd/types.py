@@ -106,3 +106,51 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    """One row of ``edgeqd convert``: an artifact, verified in its runtime, or a failure.
+
+    Attributes:
+        format: the converter's registry name ("tflite-int8").
+        file: the artifact's file name in the output folder ("" when it failed).
+        runtime: "tflite" or "onnx".
+        status: ok or failed.
+        reason: why it failed ("" when ok).
+        dtype: "int8" for quantized artifacts, else "float32".
+        bytes: file size.
+        sha256: file digest.
+        inputs: input tensors with quantization parameters.
+        outputs: output tensors with quantization parameters.
+        evaluation: accuracy and agreement on the held-out split.
+        accuracy_drop_pts: float Keras accuracy minus this artifact's, in points.
+        seconds: time spent converting and verifying.
+        details: converter-specific facts (per-channel, calibration method, opset, …).
+    """
+
+    format: str
+    file: str
+    runtime: str
+    status: Status
+    reason: str = ""
+    dtype: str = ""
+    bytes: int = 0
+    sha256: str = ""
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    evaluation: Optional[Evaluation] = None
+    accuracy_drop_pts: Optional[float] = None
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the manifest's per-artifact entry)."""
+        return {"format": self.format, "file": self.file, "runtime": self.runtime,
+                "status": self.status.value, "reason": self.reason, "dtype": self.dtype,
+                "bytes": self.bytes, "sha256": self.sha256,
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs],
+                "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+                "accuracy_drop_pts": self.accuracy_drop_pts, "seconds": round(self.seconds, 3),
+                "details": self.details}

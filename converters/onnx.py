@@ -1,0 +1,110 @@
+"""ONNX artifacts: float32 through tf2onnx, int8 QDQ through ONNX Runtime static quantization.
+
+The int8 model keeps float input and output (QuantizeLinear/DequantizeLinear at the
+edges), calibrated on the same representative samples as the TFLite model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeqd.converters import ConversionContext, register_converter
+from edgeqd.errors import ConversionError
+
+ONNX_OPSET = 17
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def _float_onnx(context: ConversionContext) -> Path:
+    """Export the Keras model to ONNX once per context (both ONNX converters need it)."""
+    cached = context.cache.get("onnx-fp32")
+    if cached is not None:
+        return cached
+    import tensorflow as tf
+    import tf2onnx
+
+    model = context.model
+    spec = tuple(tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=t.name.split(":")[0])
+                 for t in model.inputs)
+    path = context.workdir / "float.onnx"
+    try:
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"tf2onnx could not convert {model.name}: {first[:400]}") from None
+    context.cache["onnx-fp32"] = path
+    return path
+
+
+@register_converter("onnx-fp32", filename="model_fp32.onnx", runtime="onnx", quantized=False,
+                    description="ONNX float32 (tf2onnx)")
+def convert_onnx_fp32(context: ConversionContext, out_path: Path) -> dict:
+    """Write the float32 ONNX model.
+
+    Args:
+        context: the model and settings.
+        out_path: where to write the ``.onnx``.
+    """
+    out_path.write_bytes(_float_onnx(context).read_bytes())
+    return {"opset": ONNX_OPSET}
+
+
+class _CalibrationReader:
+    """ONNX Runtime's CalibrationDataReader protocol over a numpy array, one sample per call."""
+
+    def __init__(self, input_name: str, samples: np.ndarray):
+        self.input_name = input_name
+        self.samples = samples
+        self.index = 0
+
+    def get_next(self):
+        if self.index >= len(self.samples):
+            return None
+        sample = self.samples[self.index: self.index + 1].astype(np.float32)
+        self.index += 1
+        return {self.input_name: sample}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+@register_converter("onnx-int8", filename="model_int8.onnx", runtime="onnx", quantized=True,
+                    description="ONNX int8 QDQ (ONNX Runtime static quantization)")
+def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
+    """Write the int8 QDQ ONNX model, calibrated on the context's samples.
+
+    Args:
+        context: the model, calibration samples and settings.
+        out_path: where to write the ``.onnx``.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if context.calibration_method not in CALIBRATION_METHODS:
+        raise ConversionError(f"unknown calibration method {context.calibration_method!r}; "
+                              f"choose one of {', '.join(CALIBRATION_METHODS)}")
+    float_path = _float_onnx(context)
+    prepared = context.workdir / "float_prepared.onnx"
+    try:
+        # Shape inference and graph clean-up first, as ONNX Runtime recommends before quantizing.
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+    except Exception:
+        prepared = float_path
+    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[context.calibration_method]
+    try:
+        quantize_static(str(prepared), str(out_path), _CalibrationReader(input_name, context.calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=context.per_channel,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"ONNX Runtime static quantization failed: {first[:400]}") from None
+    return {"per_channel": context.per_channel, "calibration_method": context.calibration_method,
+            "opset": ONNX_OPSET}

@@ -1,0 +1,86 @@
+"""TFLite artifacts: float32 and full-integer int8 (int8 input and output).
+
+The int8 model is calibrated on the context's representative samples (PTQ) or
+keeps the ranges learnt in quantization-aware training (QAT); weights are
+quantized per channel, which is TFLite's default for convolutions and dense layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeqd.converters import ConversionContext, register_converter
+from edgeqd.errors import ConversionError
+from edgeqd.types import QuantMode
+
+
+def _converter(context: ConversionContext):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(context.model)
+
+
+def _convert(converter, what: str) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"TFLite {what} conversion failed: {first[:400]}") from None
+
+
+@register_converter("tflite-fp32", filename="model_fp32.tflite", runtime="tflite", quantized=False,
+                    description="TFLite float32")
+def convert_tflite_fp32(context: ConversionContext, out_path: Path) -> dict:
+    """Write the float32 TFLite model.
+
+    Args:
+        context: the model and settings.
+        out_path: where to write the ``.tflite``.
+    """
+    out_path.write_bytes(_convert(_converter(context), "float32"))
+    return {}
+
+
+def representative_dataset(samples):
+    """A TFLite ``representative_dataset`` callable yielding one sample at a time.
+
+    Args:
+        samples: float32 array (N, ...).
+
+    >>> import numpy as np
+    >>> len(list(representative_dataset(np.zeros((3, 2), "float32"))()))
+    3
+    """
+    import numpy as np
+
+    def generate():
+        for sample in samples:
+            yield [np.asarray(sample, dtype=np.float32)[None, ...]]
+
+    return generate
+
+
+@register_converter("tflite-int8", filename="model_int8.tflite", runtime="tflite", quantized=True,
+                    description="TFLite full-integer int8 (int8 I/O)")
+def convert_tflite_int8(context: ConversionContext, out_path: Path) -> dict:
+    """Write the full-integer int8 TFLite model with int8 input and output.
+
+    Args:
+        context: the model, calibration samples and settings.
+        out_path: where to write the ``.tflite``.
+    """
+    import tensorflow as tf
+
+    converter = _converter(context)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if context.mode == QuantMode.PTQ:
+        converter.representative_dataset = representative_dataset(context.calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    if not context.per_channel:
+        # The MLIR quantizer's switch for one scale per weight tensor.
+        converter._experimental_disable_per_channel = True
+    out_path.write_bytes(_convert(converter, "int8"))
+    return {"per_channel": context.per_channel, "calibration_method": "tflite-minmax"
+            if context.mode == QuantMode.PTQ else "qat"}

@@ -1,0 +1,276 @@
+"""``edgeqd convert``: a Keras model becomes verified TFLite and ONNX artifacts.
+
+Every artifact is loaded back in its real runtime and evaluated on the held-out
+split against the labels and the float Keras model. A converter that fails becomes
+a row with its reason, not a crash. Outputs are written into a temporary folder
+that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from edgeqd import __version__
+from edgeqd.errors import ConversionError, DataError, EdgeqdError, UsageError
+from edgeqd.types import ArtifactResult, Dataset, Evaluation, QuantMode, Status
+
+MANIFEST = "manifest.json"
+LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "onnx", "onnxruntime",
+             "tf2onnx", "ai-edge-litert", "numpy")
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class ConvertResult:
+    """What ``convert`` produced.
+
+    Attributes:
+        out: the output folder.
+        manifest: the content of ``manifest.json``.
+        artifacts: one row per requested format.
+        problems: failed artifacts and ``max_drop`` violations, one sentence each.
+    """
+
+    out: Path
+    manifest: dict[str, Any]
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`ConversionError` (exit 4) when any problem was recorded."""
+        if self.problems:
+            raise ConversionError("; ".join(self.problems) + f" (outputs kept in {self.out})")
+
+
+def library_versions() -> dict[str, Optional[str]]:
+    """Installed versions of the libraries that shape an artifact."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def resolve_formats(formats: Sequence[str]) -> list[str]:
+    """Validate format names against the registry, keeping order and dropping repeats.
+
+    Args:
+        formats: names such as "tflite-int8".
+
+    >>> resolve_formats(["tflite-int8", "tflite-int8"])
+    ['tflite-int8']
+    """
+    from edgeqd.converters import CONVERTERS
+
+    unknown = [f for f in formats if f not in CONVERTERS]
+    if unknown:
+        raise UsageError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(sorted(CONVERTERS))}")
+    if not formats:
+        raise UsageError(f"no formats given; choose from {', '.join(sorted(CONVERTERS))}")
+    return list(dict.fromkeys(formats))
+
+
+def calibration_subset(dataset: Dataset, samples: int, seed: int = 0) -> np.ndarray:
+    """``samples`` training inputs, drawn with a fixed seed, for PTQ calibration.
+
+    Args:
+        dataset: the data.
+        samples: how many to draw.
+        seed: seed of the draw.
+    """
+    available = len(dataset.x_train)
+    if samples <= 0:
+        raise UsageError(f"--calibration-samples must be positive, got {samples}")
+    if samples > available:
+        raise DataError(f"asked for {samples} calibration samples but {dataset.name} has only "
+                        f"{available} training samples; lower --calibration-samples")
+    order = np.random.default_rng(seed).permutation(available)[:samples]
+    return dataset.x_train[np.sort(order)]
+
+
+def load_for_model(model, data: str | Dataset, seed: int = 0) -> Dataset:
+    """Load ``--data`` and check that it fits ``model`` (input shape, label range).
+
+    Args:
+        model: the Keras model.
+        data: a dataset spec for :func:`edgeqd.data.load_dataset`, or a loaded Dataset.
+        seed: seed of the held-out split when the data has none.
+    """
+    from edgeqd.data import check_fits_model, load_dataset, validate_dataset
+    from edgeqd.models import model_signature
+
+    input_shape, num_classes = model_signature(model)
+    if isinstance(data, Dataset):
+        validate_dataset(data)
+        dataset = data
+    else:
+        image_size = tuple(input_shape[:2]) if len(input_shape) == 3 and None not in input_shape[:2] else None
+        channels = int(input_shape[-1]) if len(input_shape) == 3 and input_shape[-1] in (1, 3, 4) else 3
+        dataset = load_dataset(data, image_size=image_size, channels=channels, seed=seed)
+    check_fits_model(dataset, input_shape, num_classes)
+    return dataset
+
+
+def verify_artifact(path: Path, runtime: str, x_eval: np.ndarray, reference: np.ndarray,
+                    labels: Optional[np.ndarray]) -> tuple[Evaluation, tuple, tuple]:
+    """Load an artifact in its runtime, describe its I/O and evaluate it.
+
+    Args:
+        path: the artifact.
+        runtime: "tflite" or "onnx".
+        x_eval: float held-out inputs.
+        reference: the float Keras model's outputs on ``x_eval``.
+        labels: held-out labels or None.
+    """
+    from edgeqd.runtimes import IO_READERS, PREDICTORS, evaluate_outputs
+
+    inputs, outputs = IO_READERS[runtime](path)
+    predictions = PREDICTORS[runtime](path, x_eval)
+    if predictions.shape != reference.shape:
+        raise ConversionError(f"{path.name} outputs shape {predictions.shape[1:]} but the Keras model "
+                              f"{reference.shape[1:]}")
+    return evaluate_outputs(predictions, reference, labels), tuple(inputs), tuple(outputs)
+
+
+def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
+               keras_accuracy: Optional[float]) -> ArtifactResult:
+    """Convert one format and verify it; a failure becomes a failed row."""
+    from edgeqd.converters import CONVERTERS
+    from edgeqd.models import file_sha256
+
+    converter = CONVERTERS[name]
+    started = time.perf_counter()
+    target = out_dir / converter.filename
+    try:
+        details = converter.fn(context, target) or {}
+        evaluation, inputs, outputs = verify_artifact(target, converter.runtime, x_eval, reference, labels)
+    except EdgeqdError as exc:
+        target.unlink(missing_ok=True)
+        return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=str(exc),
+                              seconds=time.perf_counter() - started)
+    except Exception as exc:  # a converter bug or a library edge case: still a row, not a crash
+        target.unlink(missing_ok=True)
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=reason,
+                              seconds=time.perf_counter() - started)
+    drop = None
+    if keras_accuracy is not None and evaluation.accuracy is not None:
+        drop = round(100.0 * (keras_accuracy - evaluation.accuracy), 3)
+    return ArtifactResult(
+        name, converter.filename, converter.runtime, Status.OK,
+        dtype="int8" if converter.quantized else "float32", bytes=target.stat().st_size,
+        sha256=file_sha256(target), inputs=inputs, outputs=outputs, evaluation=evaluation,
+        accuracy_drop_pts=drop, seconds=time.perf_counter() - started, details=details)
+
+
+def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
+            formats: Sequence[str] = (), calibration_samples: int = 200,
+            max_drop: Optional[float] = None, force: bool = False,
+            unsafe_deserialization: bool = False, eval_samples: Optional[int] = None,
+            per_channel: bool = True, calibration_method: str = "minmax",
+            mode: QuantMode = QuantMode.PTQ, seed: int = 0, extra_manifest: Optional[dict] = None,
+            progress: Optional[ProgressCallback] = None) -> ConvertResult:
+    """Convert a Keras model to verified TFLite/ONNX artifacts and write ``manifest.json``.
+
+    Args:
+        model: a ``.keras``/``.h5``/SavedModel path, or a loaded ``tf_keras`` model.
+        data: ``fashion-mnist``, an ``.npz``, an image folder, or a loaded Dataset.
+        out: the output folder (created atomically).
+        formats: registered converter names; empty means the four defaults.
+        calibration_samples: training samples used to calibrate int8 ranges.
+        max_drop: largest allowed accuracy loss, in points, of an int8 artifact
+            against the float model; a larger loss is recorded as a problem.
+        force: replace an existing ``out``.
+        unsafe_deserialization: allow Lambda layers in the model file.
+        eval_samples: evaluate on the first N held-out samples only (None = all).
+        per_channel: per-channel (True) or per-tensor weight scales.
+        calibration_method: "minmax", "percentile" or "entropy" for ONNX calibration.
+        mode: PTQ (calibrate) or QAT (the model is quantization-aware; ship its ranges).
+        seed: seed of the calibration draw and of any held-out split.
+        extra_manifest: more top-level manifest fields (e.g. QAT or distillation settings).
+        progress: called as ``progress(step, done, total)`` while working.
+
+    Returns:
+        A :class:`ConvertResult`; call ``raise_for_problems()`` to turn failures into exit 4.
+
+    >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
+    """
+    from edgeqd.converters import DEFAULT_FORMATS, ConversionContext
+    from edgeqd.models import describe_model, file_sha256, load_model
+    from edgeqd.outputs import atomic_dir, check_writable
+
+    names = resolve_formats(list(formats) or list(DEFAULT_FORMATS))
+    out = Path(out)
+    check_writable(out, force)
+    if max_drop is not None and max_drop < 0:
+        raise UsageError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if eval_samples is not None and eval_samples <= 0:
+        raise UsageError(f"--eval-samples must be positive, got {eval_samples}")
+    total = len(names) + 2
+    report = progress or (lambda step, done, total: None)
+
+    report("loading model and data", 0, total)
+    model_path = None
+    if isinstance(model, (str, Path)):
+        model_path = Path(model)
+        model = load_model(model_path, unsafe_deserialization=unsafe_deserialization)
+    dataset = load_for_model(model, data, seed=seed)
+    calibration = calibration_subset(dataset, calibration_samples, seed)
+    x_eval = dataset.x_eval[:eval_samples]
+    labels = None if dataset.y_eval is None else dataset.y_eval[:eval_samples]
+
+    report("evaluating the Keras model", 1, total)
+    reference = model.predict(x_eval, batch_size=256, verbose=0).astype(np.float32)
+    keras_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
+
+    results: list[ArtifactResult] = []
+    with atomic_dir(out, force=force) as tmp, tempfile.TemporaryDirectory(prefix="edgeqd-work-") as work:
+        context = ConversionContext(model=model, calibration=calibration, workdir=Path(work), mode=mode,
+                                    per_channel=per_channel, calibration_method=calibration_method)
+        for done, name in enumerate(names, start=2):
+            report(f"converting {name}", done, total)
+            results.append(_build_one(name, context, tmp, x_eval, reference, labels, keras_accuracy))
+
+        problems = [f"{r.format} failed: {r.reason}" for r in results if r.status == Status.FAILED]
+        from edgeqd.converters import CONVERTERS
+
+        for r in results:
+            if (max_drop is not None and r.status == Status.OK and CONVERTERS[r.format].quantized
+                    and r.accuracy_drop_pts is not None and r.accuracy_drop_pts > max_drop):
+                problems.append(f"{r.file} top-1 {r.evaluation.accuracy:.4f} vs float {keras_accuracy:.4f}: "
+                                f"drop {r.accuracy_drop_pts:.2f} pts > --max-drop {max_drop}")
+        manifest = {
+            "edgeqd_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "libraries": library_versions(),
+            "input_model": {"path": str(model_path) if model_path else None,
+                            "sha256": file_sha256(model_path) if model_path else None,
+                            **describe_model(model)},
+            "data": {"name": dataset.name, "train_samples": int(len(dataset.x_train)),
+                     "eval_samples": int(len(x_eval)), "labelled": labels is not None,
+                     "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names),
+                     "normalization": dataset.normalization, "seed": seed},
+            "calibration": {"samples": int(len(calibration)), "seed": seed, "source": "training split",
+                            "mode": mode.value, "per_channel": per_channel,
+                            "onnx_method": calibration_method},
+            "keras": {"accuracy": keras_accuracy, "samples": int(len(x_eval))},
+            "artifacts": [r.to_dict() for r in results],
+            "max_drop": max_drop,
+            "problems": problems,
+            **(extra_manifest or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    report("done", total, total)
+    return ConvertResult(out=out, manifest=manifest, artifacts=results, problems=problems)

@@ -1,0 +1,44 @@
+"""Terminal tables (rich) built from manifests and results."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.table import Table
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def convert_table(manifest: dict[str, Any]) -> Table:
+    """The ``edgeqd convert`` table: one row per artifact, the Keras float model first.
+
+    Args:
+        manifest: the content of ``manifest.json``.
+    """
+    keras_acc = manifest["keras"]["accuracy"]
+    float_bytes = next((a["bytes"] for a in manifest["artifacts"]
+                        if a["format"] == "tflite-fp32" and a["status"] == "ok"), None)
+    table = Table(title=f"edgeqd convert — {manifest['input_model']['name']} on {manifest['data']['name']} "
+                        f"({manifest['keras']['samples']} held-out samples)")
+    for column, justify in (("artifact", "left"), ("dtype", "left"), ("I/O", "left"), ("size", "right"),
+                            ("× fp32 tflite", "right"), ("accuracy", "right"), ("Δ pts", "right"),
+                            ("agreement", "right"), ("mean |Δ|", "right"), ("status", "left")):
+        table.add_column(column, justify=justify)
+    table.add_row("Keras (float)", "float32", "", "", "", _pct(keras_acc), "", "", "", "reference")
+    for a in manifest["artifacts"]:
+        if a["status"] != "ok":
+            table.add_row(a["format"], "", "", "", "", "", "", "", "", f"[red]failed[/red]: {a['reason'][:80]}")
+            continue
+        ev = a["evaluation"]
+        io = f"{a['inputs'][0]['dtype']}→{a['outputs'][0]['dtype']}" if a["inputs"] and a["outputs"] else ""
+        ratio = f"{a['bytes'] / float_bytes:.2f}" if float_bytes else "—"
+        drop = "—" if a["accuracy_drop_pts"] is None else f"{-a['accuracy_drop_pts']:+.2f}"
+        table.add_row(a["file"], a["dtype"], io, _size(a["bytes"]), ratio, _pct(ev["accuracy"]), drop,
+                      _pct(ev["agreement"]), f"{ev['mean_abs_diff']:.4f}", "[green]ok[/green]")
+    return table
