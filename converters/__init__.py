@@ -31,6 +31,7 @@ class ConversionContext:
         per_channel: per-channel weight scales (True) or one scale per tensor.
         calibration_method: "minmax", "percentile" or "entropy" (ONNX Runtime calibrators).
         cache: intermediate results shared between converters (e.g. the float ONNX graph).
+        metadata: what apps need (labels, normalization, task), embedded in each artifact.
     """
 
     model: Any
@@ -40,6 +41,7 @@ class ConversionContext:
     per_channel: bool = True
     calibration_method: str = "minmax"
     cache: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

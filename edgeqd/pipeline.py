@@ -123,6 +123,19 @@ def load_for_model(model, data: str | Dataset, seed: int = 0) -> Dataset:
     return dataset
 
 
+def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
+    """What an app needs to know to feed the artifact and read its output.
+
+    Args:
+        model: the Keras model being converted.
+        dataset: its data (labels and input normalization come from here).
+    """
+    return {"producer": f"edgeqd {__version__}", "task": "image_classification"
+            if len(dataset.input_shape) == 3 else "classification",
+            "model_name": model.name, "labels": list(dataset.class_names),
+            "input_normalization": dataset.normalization, "output": "logits"}
+
+
 def verify_artifact(path: Path, runtime: str, x_eval: np.ndarray, reference: np.ndarray,
                     labels: Optional[np.ndarray]) -> tuple[Evaluation, tuple, tuple]:
     """Load an artifact in its runtime, describe its I/O and evaluate it.
@@ -147,6 +160,7 @@ def verify_artifact(path: Path, runtime: str, x_eval: np.ndarray, reference: np.
 def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
                keras_accuracy: Optional[float]) -> ArtifactResult:
     """Convert one format and verify it; a failure becomes a failed row."""
+    from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
 
@@ -155,6 +169,7 @@ def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
     target = out_dir / converter.filename
     try:
         details = converter.fn(context, target) or {}
+        embed_metadata(target, converter.runtime, context.metadata)
         evaluation, inputs, outputs = verify_artifact(target, converter.runtime, x_eval, reference, labels)
     except EdgeqdError as exc:
         target.unlink(missing_ok=True)
@@ -207,6 +222,7 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
 
     >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
     """
+    from edgeqd.bundle import write_bundle
     from edgeqd.converters import DEFAULT_FORMATS, ConversionContext
     from edgeqd.models import describe_model, file_sha256, load_model
     from edgeqd.outputs import atomic_dir, check_writable
@@ -238,7 +254,8 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
     results: list[ArtifactResult] = []
     with atomic_dir(out, force=force) as tmp, tempfile.TemporaryDirectory(prefix="edgeqd-work-") as work:
         context = ConversionContext(model=model, calibration=calibration, workdir=Path(work), mode=mode,
-                                    per_channel=per_channel, calibration_method=calibration_method)
+                                    per_channel=per_channel, calibration_method=calibration_method,
+                                    metadata=artifact_metadata(model, dataset))
         for done, name in enumerate(names, start=2):
             report(f"converting {name}", done, total)
             results.append(_build_one(name, context, tmp, x_eval, reference, labels, keras_accuracy))
@@ -271,6 +288,7 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
             "problems": problems,
             **(extra_manifest or {}),
         }
+        manifest["bundle"] = write_bundle(tmp, manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     report("done", total, total)
     return ConvertResult(out=out, manifest=manifest, artifacts=results, problems=problems)
