@@ -32,10 +32,15 @@ def check_writable(target: Path, force: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {parent}: permission denied; choose another output location")
-    if probe != parent and not probe.is_dir():
-        raise UsageError(f"cannot create {parent}: {probe} is not a folder")
+    if not probe.is_dir():
+        raise UsageError(f"cannot create {parent}: {probe} is not a folder; choose another output location")
+    try:
+        # A real write, not os.access: root passes every permission check but still
+        # cannot write to read-only mounts or pseudo file systems.
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to {parent}: {exc.strerror}; choose another output location") from None
 
 
 @contextlib.contextmanager

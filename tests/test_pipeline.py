@@ -1,0 +1,143 @@
+"""edgeqd convert end to end: real conversion, real runtimes, manifest reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeqd.errors import DataError, UsageError
+from edgeqd.pipeline import calibration_subset, convert, resolve_formats
+from edgeqd.types import Status
+
+
+def test_every_default_artifact_converts_and_verifies(converted):
+    rows = {r.format: r for r in converted.artifacts}
+    assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"}
+    assert all(r.status == Status.OK for r in rows.values()), [r.reason for r in rows.values()]
+    assert converted.problems == []
+    keras_acc = converted.manifest["keras"]["accuracy"]
+    assert keras_acc > 0.5  # the tiny CNN learnt something, so accuracy comparisons mean something
+    # Float artifacts compute the same function: outputs within float rounding of Keras.
+    for name in ("tflite-fp32", "onnx-fp32"):
+        assert rows[name].evaluation.mean_abs_diff < 1e-3
+        assert rows[name].evaluation.agreement >= 0.995
+    # int8: the issue's bar is 1.0 point on the demo teacher; the tiny model gets 2 points of slack.
+    for name in ("tflite-int8", "onnx-int8"):
+        assert abs(rows[name].accuracy_drop_pts) <= 2.0, rows[name]
+        assert rows[name].evaluation.agreement >= 0.95
+
+
+def test_int8_tflite_is_full_integer_and_four_times_smaller(converted):
+    rows = {r.format: r for r in converted.artifacts}
+    int8 = rows["tflite-int8"]
+    assert int8.inputs[0].dtype == "int8" and int8.outputs[0].dtype == "int8"
+    assert len(int8.inputs[0].scale) == 1 and int8.inputs[0].scale[0] > 0
+    assert int8.bytes < 0.5 * rows["tflite-fp32"].bytes  # tiny model: graph overhead dominates
+
+
+def test_manifest_records_versions_digests_and_quantization(converted):
+    manifest = json.loads((converted.out / "manifest.json").read_text())
+    assert manifest["libraries"]["tensorflow"].startswith("2.21")
+    assert len(manifest["input_model"]["sha256"]) == 64
+    assert manifest["calibration"]["samples"] == 100
+    for entry in manifest["artifacts"]:
+        path = converted.out / entry["file"]
+        import hashlib
+
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        assert path.stat().st_size == entry["bytes"]
+        assert entry["inputs"][0]["shape"][1:] == [28, 28, 1]
+
+
+def _independent_tflite_predict(path, x):
+    """Evaluate with ai_edge_litert directly, one sample at a time (no edgeqd code)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    top1 = []
+    for sample in x:
+        value = sample[None]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        top1.append(int(interpreter.get_tensor(out["index"])[0].argmax()))
+    return np.array(top1)
+
+
+def test_manifest_accuracy_is_reproducible_with_the_runtimes_alone(converted, small_npz):
+    import onnxruntime as ort
+
+    data = np.load(small_npz, allow_pickle=False)
+    x, y = data["x_val"], data["y_val"]
+    manifest = json.loads((converted.out / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        path = converted.out / entry["file"]
+        if entry["runtime"] == "tflite":
+            top1 = _independent_tflite_predict(path, x)
+        else:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            top1 = session.run(None, {name: x})[0].argmax(1)
+        # Same samples, same runtimes: the figure must match to the last sample.
+        assert float((top1 == y).mean()) == pytest.approx(entry["evaluation"]["accuracy"], abs=1e-9)
+
+
+def test_onnx_artifacts_carry_metadata(converted):
+    import onnx
+
+    model = onnx.load(str(converted.out / "model_int8.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["producer"].startswith("edgeqd")
+    assert json.loads(props["input_normalization"]) == {"scale": 1.0, "offset": 0.0}
+
+
+def test_existing_output_is_kept_without_force(converted, small_model_path, small_npz):
+    before = (converted.out / "manifest.json").read_text()
+    with pytest.raises(UsageError, match="--force"):
+        convert(small_model_path, small_npz, converted.out, formats=["tflite-fp32"])
+    assert (converted.out / "manifest.json").read_text() == before
+
+
+def test_force_replaces_the_output_atomically(small_model_path, small_npz, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = convert(small_model_path, small_npz, out, formats=["tflite-fp32"], force=True,
+                     calibration_samples=10)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.tflite"]
+    assert result.problems == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_max_drop_flags_an_int8_model_that_loses_accuracy(small_model_path, fashion, tmp_path):
+    # Calibrating on inputs 100× darker than the evaluation images makes int8 clip every
+    # activation: a real, large accuracy loss that --max-drop must catch.
+    data = tmp_path / "dark_calibration.npz"
+    np.savez(data, x=fashion.x_train[:300] * 0.01, y=fashion.y_train[:300],
+             x_val=fashion.x_eval[:300], y_val=fashion.y_eval[:300])
+    result = convert(small_model_path, data, tmp_path / "out", formats=["tflite-int8"],
+                     calibration_samples=100, max_drop=1.0)
+    row = result.artifacts[0]
+    assert row.accuracy_drop_pts > 1.0
+    assert len(result.problems) == 1 and "> --max-drop 1.0" in result.problems[0]
+    assert f"drop {row.accuracy_drop_pts:.2f} pts" in result.problems[0]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["problems"] == result.problems
+
+
+def test_calibration_subset_is_seeded_and_bounded(fashion):
+    a = calibration_subset(fashion, 50, seed=1)
+    assert np.array_equal(a, calibration_subset(fashion, 50, seed=1))
+    assert not np.array_equal(a, calibration_subset(fashion, 50, seed=2))
+    with pytest.raises(DataError, match="asked for 70000 calibration samples but fashion-mnist has only 60000"):
+        calibration_subset(fashion, 70000)
+
+
+def test_unknown_format_names_the_valid_ones():
+    with pytest.raises(UsageError, match="unknown format.*tflite-int3.*choose from.*tflite-int8"):
+        resolve_formats(["tflite-int3"])
