@@ -151,7 +151,7 @@ def _labels(y: Optional[np.ndarray], what: str) -> Optional[np.ndarray]:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.equal(np.round(y), y).all():
             bad = int(np.flatnonzero(~np.isfinite(y) | (np.round(y) != y))[0])
-            raise DataError(f"{what}: labels must be integers, label #{bad} is {y[bad]!r}")
+            raise DataError(f"{what}: labels must be integers, label #{bad} is {y[bad].item()!r}")
     return y.astype(np.int64)
 
 
