@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -61,26 +63,64 @@ def console():
 
 
 @contextlib.contextmanager
+def native_logs_captured() -> Iterator[Optional[int]]:
+    """Send TensorFlow's and LiteRT's C++ log lines (written straight to fd 2) to a scratch file.
+
+    Yields a duplicate of the real stderr descriptor for our own output (None when
+    stderr has no descriptor, e.g. under a test runner). If something other than an
+    edgeqd error escapes, the captured lines are replayed: they then matter.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield None
+        return
+    log = tempfile.TemporaryFile()
+    os.dup2(log.fileno(), 2)
+    try:
+        yield saved
+    except EdgeqdError:
+        raise
+    except BaseException:
+        os.dup2(saved, 2)
+        log.seek(0)
+        sys.stderr.write(log.read().decode("utf-8", "replace"))
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+
+
+@contextlib.contextmanager
 def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr, driven by ``report(step, done, total)`` callbacks.
 
+    Native library log lines are kept off the terminal meanwhile (see :func:`native_logs_captured`).
+
     Args:
-        quiet: show nothing (for ``--json`` output or non-interactive use).
+        quiet: show no bar (for ``--json`` output).
     """
-    if quiet:
-        yield lambda step, done, total: None
-        return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("starting", total=1)
+    with native_logs_captured() as stderr_fd:
+        if quiet:
+            yield lambda step, done, total: None
+            return
+        stream = os.fdopen(os.dup(stderr_fd), "w") if stderr_fd is not None else sys.stderr
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=Console(file=stream), transient=True) as bar:
+            task = bar.add_task("starting", total=1)
 
-        def report(step: str, done: int, total: int) -> None:
-            bar.update(task, description=step, completed=done, total=total)
+            def report(step: str, done: int, total: int) -> None:
+                bar.update(task, description=step, completed=done, total=total)
 
-        yield report
+            yield report
+        if stream is not sys.stderr:
+            stream.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},

@@ -38,7 +38,7 @@ def convert_table(manifest: dict[str, Any]) -> Table:
         ev = a["evaluation"]
         io = f"{a['inputs'][0]['dtype']}→{a['outputs'][0]['dtype']}" if a["inputs"] and a["outputs"] else ""
         ratio = f"{a['bytes'] / float_bytes:.2f}" if float_bytes else "—"
-        drop = "—" if a["accuracy_drop_pts"] is None else f"{-a['accuracy_drop_pts']:+.2f}"
+        drop = "—" if a["accuracy_drop_pts"] is None else f"{0.0 - a['accuracy_drop_pts']:+.2f}".replace("-0.00", "+0.00")
         table.add_row(a["file"], a["dtype"], io, _size(a["bytes"]), ratio, _pct(ev["accuracy"]), drop,
                       _pct(ev["agreement"]), f"{ev['mean_abs_diff']:.4f}", "[green]ok[/green]")
     return table
