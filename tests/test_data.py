@@ -96,3 +96,26 @@ def test_unsupported_file_type(tmp_path):
     path.write_text("1,2\n")
     with pytest.raises(DataError, match="unsupported data file"):
         load_dataset(path)
+
+
+def _write_idx(path, array):
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_edgeqd_data_points_at_another_copy_of_the_idx_files(tmp_path, monkeypatch):
+    from edgeqd.data import load_fashion_mnist
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (6, 28, 28)), np.arange(6) % 10
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    monkeypatch.setenv("EDGEQD_DATA", str(tmp_path))
+    dataset = load_fashion_mnist()
+    assert dataset.x_train.shape == (6, 28, 28, 1)
+    assert np.allclose(dataset.x_train[..., 0] * 255, images)  # IDX bytes read back exactly
+    assert dataset.y_eval.tolist() == labels.tolist()
