@@ -154,3 +154,104 @@ class ArtifactResult:
                 "evaluation": self.evaluation.to_dict() if self.evaluation else None,
                 "accuracy_drop_pts": self.accuracy_drop_pts, "seconds": round(self.seconds, 3),
                 "details": self.details}
+
+
+EMULATED_LATENCY_NOTE = "emulated — not a device latency"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One row of ``edgeqd bench``: an artifact on a device at a thread count, or a failure.
+
+    Latency figures are milliseconds and named like TFLite's ``benchmark_model``
+    (init, first inference, warmup average, then count/mean/std/min/max and the
+    p50/p90/p99 percentiles of the timed runs). Rows from emulated devices carry
+    ``emulated=True`` and ``latency_note`` = :data:`EMULATED_LATENCY_NOTE`: their
+    latency is not a device latency and is never compared.
+
+    Attributes:
+        artifact: the artifact's file name.
+        device: the device's name (its spec, or its name in a devices file).
+        kind: the registered device kind ("local", "qemu-aarch64", "ssh", "adb").
+        threads: CPU threads given to the runtime.
+        status: ok or failed.
+        reason: why the row failed ("" when ok).
+        emulated: whether the device is emulated (qemu-user).
+        latency_note: "" or :data:`EMULATED_LATENCY_NOTE`.
+        runtime: the runtime that ran the artifact ("ai_edge_litert", "onnxruntime", "benchmark_model").
+        runtime_version: its version.
+        xnnpack: whether LiteRT's XNNPACK delegate was on (None where not applicable).
+        init_ms: model load and tensor allocation.
+        first_inference_ms: the first invocation.
+        warmup_avg_ms: mean of the warmup runs (the first included, as benchmark_model does).
+        count: timed runs.
+        mean_ms: mean of the timed runs.
+        std_ms: their population standard deviation.
+        min_ms: fastest timed run.
+        max_ms: slowest timed run.
+        p50_ms: median timed run.
+        p90_ms: 90th percentile (MLPerf's single-stream metric).
+        p99_ms: 99th percentile.
+        peak_rss_mb: peak resident memory of the runner process (VmHWM).
+        rss_increase_mb: how much of that peak came after the runtime's import.
+        artifact_bytes: the artifact's size.
+        samples: evaluation samples run on the device.
+        accuracy: top-1 accuracy on them (None without labels).
+        agreement: share of samples whose top-1 equals the reference float model's (None without one).
+        device_info: the device's identity as the runner saw it (machine, cpu, cores, os, …).
+        attempts: how many tries the row took (``--retries``).
+        seconds: wall time of the row, transfers included.
+        notes: free-form notes from a devices file (thermal state, governor).
+        raw: the runner's JSON document (or the parsed benchmark_model output).
+    """
+
+    artifact: str
+    device: str
+    kind: str
+    threads: int
+    status: Status
+    reason: str = ""
+    emulated: bool = False
+    latency_note: str = ""
+    runtime: str = ""
+    runtime_version: str = ""
+    xnnpack: Optional[bool] = None
+    init_ms: Optional[float] = None
+    first_inference_ms: Optional[float] = None
+    warmup_avg_ms: Optional[float] = None
+    count: int = 0
+    mean_ms: Optional[float] = None
+    std_ms: Optional[float] = None
+    min_ms: Optional[float] = None
+    max_ms: Optional[float] = None
+    p50_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    p99_ms: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    rss_increase_mb: Optional[float] = None
+    artifact_bytes: int = 0
+    samples: int = 0
+    accuracy: Optional[float] = None
+    agreement: Optional[float] = None
+    device_info: dict = field(default_factory=dict)
+    attempts: int = 1
+    seconds: float = 0.0
+    notes: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the row succeeded."""
+        return self.status == Status.OK
+
+    def to_dict(self, raw: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict; ``raw=True`` keeps the runner's full document.
+
+        Args:
+            raw: include the ``raw`` runner output.
+        """
+        data = asdict(self)
+        data["status"] = self.status.value
+        if not raw:
+            data.pop("raw")
+        return data

@@ -1,0 +1,184 @@
+"""``adb[:SERIAL]``: an Android phone or emulator over the Android Debug Bridge.
+
+Android has no Python, so with ``--benchmark-binary`` edgeqd pushes TFLite's native
+``benchmark_model`` and the artifact, runs the tool and parses its output into the
+same schema (latency and memory; it feeds random inputs, so no accuracy). Without
+a binary it runs the Python runner, for devices that have Python (Termux: give
+``python`` in the devices file). Files go with ``adb push`` into a ``mktemp -d``
+folder under ``/data/local/tmp`` that is removed at the end, also after a failure.
+Every shell command is one string built with :func:`shlex.quote` (``adb shell``
+hands its arguments to the device's ``sh``); its exit status is read from a marker
+line, so devices without adb's shell protocol v2 report it too.
+
+The adb server is the user's: ``ANDROID_ADB_SERVER_PORT`` / ``ADB_SERVER_SOCKET``
+choose it as for ``adb`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+from edgeqd.devices import register_device
+from edgeqd.devices.base import Completed, Device, DeviceRunError, Job, Session, run_process, tail
+from edgeqd.devices.benchmark_model import BenchmarkModelOutputError, parse_benchmark_model_output
+from edgeqd.errors import DeviceError, UsageError
+
+_CONTROL_TIMEOUT = 30
+_EXIT_MARKER = "__EDGEQD_EXIT__="
+_SERIAL = re.compile(r"^[A-Za-z0-9._:\-\[\]]+$")
+
+
+class AdbSession(Session):
+    """``adb -s SERIAL`` with a work folder under ``/data/local/tmp``.
+
+    Args:
+        device: the :class:`AdbDevice`.
+    """
+
+    holds_stdin = True
+
+    def __init__(self, device: "AdbDevice") -> None:
+        super().__init__()
+        self.device = device
+        self.python = shlex.split(device.options.get("python", "python3"))
+        state = run_process(device.adb_argv() + ["get-state"], timeout=_CONTROL_TIMEOUT)
+        if state.timed_out or state.returncode != 0 or state.stdout.strip() != "device":
+            raise DeviceError(f"{device.name}: adb device not available (get-state: "
+                              f"{state.stdout.strip() or 'exit ' + str(state.returncode)}): "
+                              f"{tail(state.stderr) or 'is it connected and authorised?'}")
+        parent = device.options.get("workdir_parent", "/data/local/tmp")
+        done = self.shell(f"mktemp -d {shlex.quote(parent.rstrip('/') + '/edgeqd.XXXXXXXX')}",
+                          timeout=_CONTROL_TIMEOUT)
+        if done.returncode != 0 or not done.stdout.strip():
+            raise DeviceError(f"{device.name}: cannot create a work folder under {parent} "
+                              f"(exit {done.returncode}): {tail(done.stderr or done.stdout)}")
+        self.workdir = done.stdout.strip().splitlines()[-1]
+
+    def shell(self, command: str, timeout: float, hold_stdin: bool = False) -> Completed:
+        """Run one device shell command line (every variable part already quoted).
+
+        Args:
+            command: the command line for the device's ``sh``.
+            timeout: seconds before the adb client is killed.
+            hold_stdin: keep stdin open and silent until the command ends.
+        """
+        # The marker carries the exit status on devices whose adbd lacks shell protocol v2.
+        wrapped = f"( {command} ); echo {_EXIT_MARKER}$?"
+        done = run_process(self.device.adb_argv() + ["shell", wrapped], timeout=timeout,
+                           hold_stdin=hold_stdin)
+        if done.timed_out:
+            return done
+        lines = done.stdout.rstrip("\r\n").split("\n")
+        if lines and lines[-1].strip().startswith(_EXIT_MARKER):
+            code = lines.pop().strip()[len(_EXIT_MARKER):]
+            done.returncode = int(code) if code.isdigit() else done.returncode
+            done.stdout = "\n".join(lines) + ("\n" if lines else "")
+        elif done.returncode == 0:
+            # No marker: the adb connection ended before the command did.
+            done.returncode = 255
+            done.stderr += "\nadb connection lost before the command finished"
+        return done
+
+    def put(self, local: Path, name: str) -> str:
+        target = self.remote_join(name)
+        # adb push sends the path over the sync protocol, not through a shell: no quoting.
+        done = run_process(self.device.adb_argv() + ["push", str(local), target],
+                           timeout=_CONTROL_TIMEOUT + local.stat().st_size / 1e6)
+        if done.timed_out or done.returncode != 0:
+            raise DeviceRunError(f"{self.device.name}: adb push {local.name} failed "
+                                 f"(exit {done.returncode}): {tail(done.stderr or done.stdout)}")
+        return target
+
+    def run(self, argv: Sequence[str], timeout: float) -> Completed:
+        command = "cd " + shlex.quote(self.workdir) + " && " + " ".join(shlex.quote(a) for a in argv)
+        return self.shell(command, timeout=timeout, hold_stdin=True)
+
+    def close(self) -> None:
+        if self.workdir:
+            try:
+                self.shell(f"rm -rf -- {shlex.quote(self.workdir)}", timeout=_CONTROL_TIMEOUT)
+            except DeviceError:
+                pass
+
+
+@register_device("adb")
+class AdbDevice(Device):
+    """An Android device: ``adb`` (the default device) or ``adb:SERIAL`` (``adb devices`` lists them).
+
+    >>> AdbDevice("adb:emulator-5554").serial
+    'emulator-5554'
+    """
+
+    option_names = frozenset({"python", "benchmark_binary", "workdir_parent", "adb"})
+    description = "adb[:SERIAL] — an Android phone or emulator (benchmark_model, or Python in Termux)"
+
+    def __init__(self, spec: str, name: Optional[str] = None, options: Optional[dict] = None) -> None:
+        super().__init__(spec, name, options)
+        self.serial = spec[4:] if spec.startswith("adb:") else None
+        if self.serial is not None and not _SERIAL.match(self.serial):
+            raise UsageError(f"bad adb device {spec!r}: the serial may hold letters, digits and . _ : - "
+                             f"(see `adb devices`)")
+
+    @classmethod
+    def matches(cls, spec: str) -> bool:
+        return spec == "adb" or spec.startswith("adb:")
+
+    def adb_argv(self) -> list[str]:
+        """``adb`` with ``-s SERIAL`` when a serial was given."""
+        argv = [self.options.get("adb", "adb")]
+        return argv + (["-s", self.serial] if self.serial else [])
+
+    def open(self) -> AdbSession:
+        if not shutil.which(self.options.get("adb", "adb")):
+            raise DeviceError("adb is not installed (Debian: apt-get install adb; or Android's platform-tools)")
+        return AdbSession(self)
+
+    def run_job(self, session: Session, job: Job) -> dict:
+        binary = self.options.get("benchmark_binary")
+        if not binary or job.artifact.suffix != ".tflite":
+            return super().run_job(session, job)
+        return self._run_benchmark_model(session, Path(binary), job)
+
+    def _run_benchmark_model(self, session: Session, binary: Path, job: Job) -> dict:
+        tool = session.ship(binary, "benchmark_model")
+        model = session.ship(job.artifact)
+        chmod = session.shell(f"chmod 755 {shlex.quote(tool)}", timeout=_CONTROL_TIMEOUT)
+        if chmod.returncode != 0:
+            raise DeviceRunError(f"{self.name}: chmod of benchmark_model failed: {tail(chmod.stderr)}")
+        argv = [tool, f"--graph={model}", f"--num_threads={job.threads}", f"--num_runs={job.runs}",
+                f"--warmup_runs={max(1, job.warmup)}", f"--min_secs={job.min_seconds}",
+                f"--max_secs={job.max_seconds}", f"--use_xnnpack={'true' if job.xnnpack else 'false'}"]
+        done = session.run(argv, timeout=job.timeout)
+        if done.timed_out:
+            raise DeviceRunError(f"{self.name}: benchmark_model timed out after {done.seconds:.0f} s")
+        try:
+            parsed = parse_benchmark_model_output(done.stdout + "\n" + done.stderr)
+        except BenchmarkModelOutputError as exc:
+            raise DeviceRunError(f"{self.name}: {exc} (exit {done.returncode})") from None
+        if done.returncode != 0:
+            raise DeviceRunError(f"{self.name}: benchmark_model exit {done.returncode}: {tail(done.stderr)}")
+        info = self._identity(session)
+        return {"ok": True, "runtime": {"name": "benchmark_model", "version": ""},
+                "threads": parsed["threads"] or job.threads, "xnnpack": parsed["xnnpack"],
+                "timings_ms": parsed["timings_ms"], "memory_mb": parsed["memory_mb"],
+                "artifact": {"file": job.artifact.name, "bytes": job.artifact.stat().st_size},
+                # benchmark_model feeds random inputs: no accuracy from this path.
+                "quality": None, "device": info, "benchmark_model_output": done.stdout[-4000:]}
+
+    def _identity(self, session: Session) -> dict:
+        keys = ("ro.product.model", "ro.build.version.release", "ro.product.cpu.abi", "ro.soc.model")
+        command = "; ".join(f"echo \"{key}=$(getprop {key} 2>/dev/null)\"" for key in keys)
+        command += "; echo \"machine=$(uname -m)\"; echo \"cores=$(nproc 2>/dev/null)\""
+        done = session.shell(command, timeout=_CONTROL_TIMEOUT)
+        values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        cores = values.get("cores", "")
+        return {"machine": values.get("machine", ""), "cpu": values.get("ro.soc.model", ""),
+                "android_model": values.get("ro.product.model", ""),
+                "os": ("Android " + values["ro.build.version.release"])
+                if values.get("ro.build.version.release") else "",
+                "abi": values.get("ro.product.cpu.abi", ""),
+                "cores": int(cores) if cores.isdigit() else None, "emulated": False}

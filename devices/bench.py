@@ -1,0 +1,369 @@
+"""``bench``: measure artifacts on devices, one row per (artifact, device, threads).
+
+A failure anywhere (a device that cannot be reached, a dropped connection, a runner
+crash, a timeout) becomes a failed row with its reason; the other rows are kept.
+Devices that run on this machine's CPU (``local``, ``qemu-*``) run one after the
+other — measured side by side, their latencies would disturb each other — while
+remote devices of a fleet run concurrently.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from edgeqd.devices.base import Device, DeviceRunError, Job, Session, device_from_spec
+from edgeqd.errors import DeviceError, EdgeqdError, UsageError
+from edgeqd.types import EMULATED_LATENCY_NOTE, BenchResult, Status
+
+ARTIFACT_SUFFIXES = (".tflite", ".onnx")
+_DEVICE_FILE_KEYS = {"name", "spec", "notes", "thermal", "governor", "options"}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One entry of a devices file.
+
+    Attributes:
+        spec: the device spec ("ssh://pi@raspberrypi", "adb:R58M12345", "qemu-aarch64").
+        name: display name (defaults to the spec).
+        notes: free text carried into every row (thermal state, CPU governor, power supply).
+        options: kind-specific settings (``python``, ``ssh_config``, ``workdir_parent``, …).
+    """
+
+    spec: str
+    name: str = ""
+    notes: str = ""
+    options: dict = field(default_factory=dict)
+
+    def device(self) -> Device:
+        """Build the configured device."""
+        return device_from_spec(self.spec, name=self.name or None, options=self.options)
+
+
+def load_devices_file(path: Union[str, os.PathLike]) -> list[DeviceConfig]:
+    """Read a devices file: a YAML list (or ``devices:`` list) of named device specs.
+
+    Each entry has ``spec`` and optionally ``name``, ``notes``, ``thermal``, ``governor``
+    and ``options``; unknown keys raise :class:`UsageError`.
+
+    Args:
+        path: the YAML file.
+
+    >>> load_devices_file("fleet.yaml")  # doctest: +SKIP
+    [DeviceConfig(spec='ssh://pi@pi4.local', name='pi4', notes='governor performance', options={})]
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read devices file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"devices file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    entries = document.get("devices") if isinstance(document, dict) else document
+    if isinstance(document, dict) and set(document) - {"devices"}:
+        raise UsageError(f"devices file {path}: unknown top-level key(s) "
+                         f"{', '.join(sorted(set(document) - {'devices'}))}; expected 'devices'")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"devices file {path}: expected a non-empty list of devices")
+    configs = []
+    for number, entry in enumerate(entries, 1):
+        if isinstance(entry, str):
+            entry = {"spec": entry}
+        if not isinstance(entry, dict) or "spec" not in entry:
+            raise UsageError(f"devices file {path}: entry {number} needs a 'spec'")
+        unknown = set(entry) - _DEVICE_FILE_KEYS
+        if unknown:
+            raise UsageError(f"devices file {path}: entry {number} has unknown key(s) "
+                             f"{', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_DEVICE_FILE_KEYS))}")
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            raise UsageError(f"devices file {path}: entry {number}: 'options' must be a mapping")
+        notes = "; ".join(str(entry[key]) if key == "notes" else f"{key}: {entry[key]}"
+                          for key in ("notes", "thermal", "governor") if entry.get(key))
+        config = DeviceConfig(spec=str(entry["spec"]), name=str(entry.get("name") or ""),
+                              notes=notes, options=dict(options))
+        config.device()  # validate the spec and its options now, not halfway through a run
+        configs.append(config)
+    names = [c.name or c.spec for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"devices file {path}: duplicate device name(s) {', '.join(duplicates)}")
+    return configs
+
+
+def _check_artifacts(artifacts: Sequence[Union[str, os.PathLike]]) -> list[Path]:
+    if not artifacts:
+        raise UsageError("give at least one artifact (.tflite or .onnx)")
+    paths = []
+    for artifact in artifacts:
+        path = Path(artifact)
+        if not path.is_file():
+            raise UsageError(f"artifact not found: {path}")
+        if path.suffix.lower() not in ARTIFACT_SUFFIXES:
+            raise UsageError(f"{path}: unsupported artifact {path.suffix or '(no suffix)'}; "
+                             f"edgeqd bench runs {' and '.join(ARTIFACT_SUFFIXES)} files")
+        paths.append(path)
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise UsageError(f"artifacts must have distinct file names (rows are keyed by name): {names}")
+    return paths
+
+
+def _reference_outputs(reference: Path, x: np.ndarray) -> np.ndarray:
+    """Float outputs of the reference artifact on this machine (the runner's own code)."""
+    from edgeqd.devices import runner
+
+    try:
+        model = runner.open_model(str(reference), threads=1)
+        return runner.predict(model, x)
+    except runner.RunnerError as exc:
+        raise UsageError(f"reference {reference}: {exc}") from None
+
+
+def _pick_reference(reference: Union[str, os.PathLike, None], artifacts: list[Path]) -> Optional[Path]:
+    if reference is None:
+        return None
+    if str(reference) == "auto":
+        # A float TFLite among the artifacts (convert writes model_fp32.tflite) is the reference.
+        for path in artifacts:
+            if path.suffix == ".tflite" and "fp32" in path.name:
+                return path
+        return None
+    path = Path(reference)
+    if not path.is_file() or path.suffix.lower() not in ARTIFACT_SUFFIXES:
+        raise UsageError(f"reference must be an existing .tflite or .onnx float model: {path}")
+    return path
+
+
+def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: Optional[Path],
+                 folder: Path) -> Optional[Path]:
+    """Write the ``.npz`` slice shipped to devices: x, y and the reference outputs.
+
+    Args:
+        data: ``--data`` (``fashion-mnist``, an ``.npz``, an image folder) or None.
+        samples: how many evaluation samples to ship.
+        reference: a float artifact whose outputs on this machine are the agreement reference.
+        folder: where to write ``eval.npz``.
+
+    >>> prepare_data(None, 100, None, Path("/tmp")) is None
+    True
+    """
+    if data is None:
+        return None
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1 (got {samples})")
+    from edgeqd.data import load_dataset
+
+    dataset = load_dataset(data)
+    x = dataset.x_eval[:samples].astype(np.float32)
+    arrays = {"x": x}
+    if dataset.y_eval is not None:
+        arrays["y"] = dataset.y_eval[:samples].astype(np.int64)
+    if reference is not None:
+        arrays["reference"] = _reference_outputs(reference, x)
+    path = folder / "eval.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _row_from_document(document: dict, device: Device, job: Job, attempts: int, seconds: float,
+                       notes: str) -> BenchResult:
+    timings = document.get("timings_ms", {})
+    memory = document.get("memory_mb", {})
+    quality = document.get("quality") or {}
+    info = document.get("device", {})
+    emulated = bool(device.emulated or info.get("emulated"))
+    runtime = document.get("runtime", {})
+    return BenchResult(
+        artifact=job.artifact.name, device=device.name, kind=device.kind, threads=job.threads,
+        status=Status.OK, emulated=emulated, latency_note=EMULATED_LATENCY_NOTE if emulated else "",
+        runtime=runtime.get("name", ""), runtime_version=runtime.get("version", ""),
+        xnnpack=document.get("xnnpack"),
+        init_ms=timings.get("init"), first_inference_ms=timings.get("first_inference"),
+        warmup_avg_ms=timings.get("warmup_avg"), count=int(timings.get("count", 0)),
+        mean_ms=timings.get("mean"), std_ms=timings.get("std"), min_ms=timings.get("min"),
+        max_ms=timings.get("max"), p50_ms=timings.get("p50"), p90_ms=timings.get("p90"),
+        p99_ms=timings.get("p99"), peak_rss_mb=memory.get("peak_rss"),
+        rss_increase_mb=memory.get("peak_increase_over_import"),
+        artifact_bytes=int(document.get("artifact", {}).get("bytes", job.artifact.stat().st_size)),
+        samples=int(quality.get("samples", 0) or 0), accuracy=quality.get("accuracy"),
+        agreement=quality.get("agreement"), device_info=info, attempts=attempts,
+        seconds=round(seconds, 3), notes=notes, raw=document)
+
+
+def _failed_row(device: Device, job: Job, reason: str, attempts: int, seconds: float,
+                notes: str) -> BenchResult:
+    return BenchResult(artifact=job.artifact.name, device=device.name, kind=device.kind,
+                       threads=job.threads, status=Status.FAILED, reason=reason,
+                       emulated=device.emulated,
+                       latency_note=EMULATED_LATENCY_NOTE if device.emulated else "",
+                       artifact_bytes=job.artifact.stat().st_size, attempts=attempts,
+                       seconds=round(seconds, 3), notes=notes)
+
+
+def _run_device(device: Device, jobs: list[Job], retries: int, notes: str,
+                log: Callable[[str], None]) -> list[BenchResult]:
+    """All jobs of one device over one session; a broken session is reopened for a retry."""
+    rows = []
+    session: Optional[Session] = None
+    try:
+        for job in jobs:
+            started = time.monotonic()
+            attempts, reason = 0, ""
+            while attempts <= retries:
+                attempts += 1
+                try:
+                    if session is None:
+                        session = device.open()
+                    log(f"{device.name}: {job.artifact.name} × {job.threads} thread(s)"
+                        + (f" (attempt {attempts})" if attempts > 1 else ""))
+                    document = device.run_job(session, job)
+                    rows.append(_row_from_document(document, device, job, attempts,
+                                                   time.monotonic() - started, notes))
+                    break
+                except EdgeqdError as exc:
+                    reason = str(exc)
+                    log(f"{device.name}: {job.artifact.name}: failed: {reason}")
+                    # Start the next attempt (or the next job) on a fresh connection.
+                    if session is not None:
+                        session.close()
+                        session = None
+            else:
+                rows.append(_failed_row(device, job, reason, attempts, time.monotonic() - started, notes))
+    finally:
+        if session is not None:
+            session.close()
+    return rows
+
+
+def bench(artifacts: Sequence[Union[str, os.PathLike]],
+          devices: Sequence[Union[str, Device, DeviceConfig]],
+          data: Union[str, os.PathLike, None] = None,
+          threads: Sequence[int] = (1,),
+          runs: int = 50,
+          warmup: int = 5,
+          min_seconds: float = 1.0,
+          max_seconds: float = 150.0,
+          samples: int = 500,
+          xnnpack: bool = True,
+          reference: Union[str, os.PathLike, None] = "auto",
+          retries: int = 0,
+          timeout: float = 600.0,
+          benchmark_binary: Union[str, os.PathLike, None] = None,
+          log: Optional[Callable[[str], None]] = None) -> list[BenchResult]:
+    """Measure every artifact on every device at every thread count.
+
+    Args:
+        artifacts: ``.tflite`` / ``.onnx`` files.
+        devices: device specs ("local", "qemu-aarch64", "ssh://pi@host", "adb:SERIAL"),
+            :class:`DeviceConfig` entries of a devices file, or :class:`Device` objects.
+        data: evaluation data shipped to the device for accuracy (``fashion-mnist``,
+            an ``.npz``, an image folder), or None for latency and memory only.
+        threads: CPU thread counts; one row per count.
+        runs: minimum timed runs.
+        warmup: warmup runs (the first inference is one of them).
+        min_seconds: minimum timed seconds; timing stops when both ``runs`` and this are met.
+        max_seconds: stop timing after this long even below ``runs``.
+        samples: evaluation samples shipped from ``data``.
+        xnnpack: let LiteRT apply XNNPACK (``--no-xnnpack`` turns it off).
+        reference: a float artifact whose outputs define top-1 agreement; "auto" picks
+            a ``*fp32*.tflite`` among ``artifacts``; None for no agreement figure.
+        retries: extra attempts for a failed row, each on a fresh connection.
+        timeout: seconds allowed for one runner invocation on a device.
+        benchmark_binary: TFLite's native ``benchmark_model`` for adb devices (Android has
+            no Python); None runs the Python runner there (Termux).
+        log: callable receiving progress lines (None = quiet).
+
+    Returns:
+        One :class:`BenchResult` per (artifact, device, threads), in that order; failures
+        are rows with ``status`` failed and a ``reason``.
+
+    >>> rows = bench(["model_int8.tflite"], ["local"], data="fashion-mnist")  # doctest: +SKIP
+    >>> rows[0].p50_ms, rows[0].accuracy  # doctest: +SKIP
+    (0.41, 0.894)
+    """
+    say = log or (lambda line: None)
+    paths = _check_artifacts(artifacts)
+    thread_counts = list(dict.fromkeys(int(t) for t in threads))
+    if not thread_counts or min(thread_counts) < 1:
+        raise UsageError(f"--threads must be positive integers (got {list(threads)})")
+    if runs < 1 or warmup < 0 or min_seconds < 0 or max_seconds < 0 or retries < 0 or timeout <= 0:
+        raise UsageError(f"invalid timing settings: runs {runs} (≥1), warmup {warmup} (≥0), "
+                         f"min-seconds {min_seconds} (≥0), max-seconds {max_seconds} (≥0), "
+                         f"retries {retries} (≥0), timeout {timeout} (>0)")
+    if not devices:
+        raise UsageError("give at least one --device or a --devices file")
+    entries: list[tuple[Device, str]] = []
+    for entry in devices:
+        if isinstance(entry, Device):
+            entries.append((entry, ""))
+        elif isinstance(entry, DeviceConfig):
+            entries.append((entry.device(), entry.notes))
+        else:
+            entries.append((device_from_spec(str(entry)), ""))
+    if benchmark_binary is not None:
+        binary = Path(benchmark_binary)
+        if not binary.is_file():
+            raise UsageError(f"--benchmark-binary not found: {binary}")
+        for device, _ in entries:
+            if "benchmark_binary" in device.option_names:
+                device.options.setdefault("benchmark_binary", str(binary))
+    names = [device.name for device, _ in entries]
+    if len(set(names)) != len(names):
+        raise UsageError(f"device names must be distinct: {names}")
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeqd-bench-"))
+    try:
+        data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder)
+        jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=runs, warmup=warmup,
+                    min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout)
+                for path in paths for count in thread_counts]
+        # Devices on this machine's CPU share one worker (one at a time); remote ones get their own.
+        host_group = [(d, n) for d, n in entries if d.shares_host]
+        groups = [[entry] for entry in entries if not entry[0].shares_host]
+        if host_group:
+            groups.insert(0, host_group)
+
+        def run_group(group):
+            out = []
+            for device, notes in group:
+                out.extend(_run_device(device, jobs, retries, notes, say))
+            return out
+
+        results: list[BenchResult] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for rows in pool.map(run_group, groups):
+                results.extend(rows)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    order_artifact = {p.name: i for i, p in enumerate(paths)}
+    order_device = {name: i for i, name in enumerate(names)}
+    results.sort(key=lambda r: (order_artifact[r.artifact], order_device[r.device], r.threads))
+    return results
+
+
+def all_failed(rows: Sequence[BenchResult]) -> bool:
+    """Whether every row failed (``edgeqd bench`` then exits with code 5).
+
+    Args:
+        rows: the rows of a bench run.
+
+    >>> all_failed([])
+    False
+    """
+    return bool(rows) and all(not row.ok for row in rows)
+
+
+__all__ = ["bench", "load_devices_file", "DeviceConfig", "prepare_data", "all_failed",
+           "DeviceError", "DeviceRunError"]

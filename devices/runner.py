@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""edgeqd's on-device runner: measure one model file and print one JSON document.
+
+This file is copied to the target (a Raspberry Pi, an Android phone with Termux,
+an emulated ARM userland, the host) together with the artifact and an ``.npz``
+slice of evaluation data, and run there with the target's own Python. It imports
+nothing from edgeqd — only the standard library, numpy and one runtime:
+``ai_edge_litert`` (else ``tflite_runtime``) for ``.tflite``, ``onnxruntime`` for
+``.onnx`` — so every transport runs the same code and reports the same schema.
+
+Measurements are named like TFLite's ``benchmark_model``: init, first inference,
+warmup average, then timed runs until both ``--runs`` and ``--min-seconds`` are
+met (count, mean, std, min, max, p50, p90, p99), peak resident memory (VmHWM) and
+its increase over the runtime's import, accuracy and top-1 agreement on the
+shipped samples, threads, XNNPACK on/off, the runtime and the device.
+
+Usage::
+
+    python3 runner.py --model model_int8.tflite --data eval.npz --threads 2 --runs 50
+    python3 runner.py --probe
+
+stdout carries exactly one JSON document (runtime chatter is sent to stderr);
+the exit status is 0 when ``"ok": true``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+
+SCHEMA = "edgeqd-runner/1"
+
+# ARM "CPU part" numbers (implementer 0x41) → core names, for a readable CPU model
+# on boards whose /proc/cpuinfo has no "model name" line (Raspberry Pi OS, Android).
+_ARM_PARTS = {
+    "0xc07": "Cortex-A7", "0xc08": "Cortex-A8", "0xc09": "Cortex-A9", "0xc0f": "Cortex-A15",
+    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2",
+    "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
+    "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
+}
+
+
+class RunnerError(Exception):
+    """A failure the runner reports in its JSON (bad model, bad data, missing runtime)."""
+
+
+# --------------------------------------------------------------------------- memory
+
+def _status_kb(field):
+    """A field of /proc/self/status in kB (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _peak_rss_kb():
+    """Peak resident set size: VmHWM, else getrusage's ru_maxrss (kB on Linux)."""
+    peak = _status_kb("VmHWM")
+    if peak is None:
+        try:
+            import resource
+
+            peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        except Exception:  # Windows or a stripped-down Python: no figure rather than a crash
+            peak = None
+    return peak
+
+
+def _mb(kb):
+    return None if kb is None else round(kb / 1024.0, 3)
+
+
+# --------------------------------------------------------------------------- device identity
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _getprop(name):
+    """An Android system property, or "" where there is no getprop (not Android)."""
+    if not shutil.which("getprop"):
+        return ""
+    import subprocess
+
+    try:
+        return subprocess.run(["getprop", name], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except Exception:
+        return ""
+
+
+def device_info():
+    """What the runner knows about the machine it runs on.
+
+    >>> sorted(device_info())[:3]
+    ['android_model', 'board', 'cores']
+    """
+    cpuinfo = _read("/proc/cpuinfo")
+    fields = {}
+    parts = []
+    for line in cpuinfo.splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            fields.setdefault(key, value)
+            if key == "CPU part":
+                parts.append(value.lower())
+    cpu = fields.get("model name") or fields.get("Processor") or fields.get("cpu model") or ""
+    if parts:
+        names = []
+        for part in parts:
+            name = _ARM_PARTS.get(part, "ARM part " + part)
+            if name not in names:
+                names.append(name)
+        cpu = cpu if cpu and not cpu.startswith("ARMv") else " + ".join(names)
+    board = fields.get("Model", "") or _read("/proc/device-tree/model").strip("\x00\n ")
+    os_name = ""
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            os_name = line.split("=", 1)[1].strip().strip('"')
+    android = _getprop("ro.build.version.release")
+    if android:
+        os_name = "Android " + android
+    mem_kb = None
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    emulated = bool(os.environ.get("EDGEQD_EMULATED")) or "qemu" in cpuinfo.lower()
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu or platform.processor() or "unknown",
+        "board": board,
+        "android_model": _getprop("ro.product.model"),
+        "cores": os.cpu_count(),
+        "memory_mb": _mb(mem_kb),
+        "os": os_name or platform.platform(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+        "emulated": emulated,
+    }
+
+
+def available_runtimes():
+    """Which runtimes import here, with their versions (for ``--probe``)."""
+    found = {}
+    for module in ("ai_edge_litert", "tflite_runtime", "onnxruntime", "numpy"):
+        try:
+            imported = __import__(module)
+            found[module] = _version_of(module, imported)
+        except Exception:
+            continue
+    return found
+
+
+def _version_of(distribution_module, module):
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib import metadata
+
+        return metadata.version(distribution_module.replace("_", "-"))
+    except Exception:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- runtimes
+
+class _TFLiteModel:
+    """LiteRT's Interpreter (ai_edge_litert, else tflite_runtime) behind one small API."""
+
+    def __init__(self, path, threads, xnnpack, runtime):
+        modules = [runtime] if runtime != "auto" else ["ai_edge_litert", "tflite_runtime"]
+        interpreter_module, last_error = None, None
+        for name in modules:
+            try:
+                if name == "ai_edge_litert":
+                    from ai_edge_litert import interpreter as interpreter_module
+                elif name == "tflite_runtime":
+                    from tflite_runtime import interpreter as interpreter_module
+                else:
+                    raise RunnerError("runtime %s cannot run .tflite files" % name)
+                self.runtime = name
+                break
+            except ImportError as exc:
+                last_error = exc
+        if interpreter_module is None:
+            raise RunnerError("no TFLite runtime here (pip install ai-edge-litert, or tflite-runtime "
+                              "on boards without an ai-edge-litert wheel): %s" % last_error)
+        self.version = _version_of(self.runtime, __import__(self.runtime))
+        self._module = interpreter_module
+        self.path, self.threads, self.xnnpack = path, threads, xnnpack
+
+    def load(self):
+        kwargs = {"model_path": self.path, "num_threads": self.threads}
+        if not self.xnnpack:
+            # BUILTIN_WITHOUT_DEFAULT_DELEGATES: the reference kernels, no XNNPACK.
+            kwargs["experimental_op_resolver_type"] = \
+                self._module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = self._module.Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:
+            raise RunnerError("%s cannot load %s: %s" % (self.runtime, os.path.basename(self.path),
+                                                         str(exc).strip()[:300]))
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def tensors(self):
+        def describe(detail):
+            scale, zero_point = detail.get("quantization", (0.0, 0))
+            return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+                    "dtype": _np().dtype(detail["dtype"]).name,
+                    "scale": float(scale), "zero_point": int(zero_point)}
+        return ([describe(d) for d in self.interpreter.get_input_details()],
+                [describe(d) for d in self.interpreter.get_output_details()])
+
+    def input_shape(self):
+        return [int(d) for d in self.input["shape"]]
+
+    def prepare(self, x):
+        """Turn one float sample batch into the input tensor's dtype (quantizing if needed)."""
+        return _quantize(x, self.input)
+
+    def set_input(self, prepared):
+        self.interpreter.set_tensor(self.input["index"], prepared)
+
+    def invoke(self):
+        self.interpreter.invoke()
+
+    def get_output(self):
+        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+class _ONNXModel:
+    """ONNX Runtime's InferenceSession behind the same API as :class:`_TFLiteModel`."""
+
+    def __init__(self, path, threads, xnnpack, runtime):
+        if runtime not in ("auto", "onnxruntime"):
+            raise RunnerError("runtime %s cannot run .onnx files" % runtime)
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise RunnerError("onnxruntime is not installed here (pip install onnxruntime): %s" % exc)
+        self._ort = onnxruntime
+        self.runtime, self.version = "onnxruntime", onnxruntime.__version__
+        self.path, self.threads = path, threads
+        # ORT's CPU provider has no XNNPACK switch in the default wheels: report it as n/a.
+        self.xnnpack = None
+        self._feed = None
+
+    def load(self):
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = self._ort.InferenceSession(self.path, sess_options=options,
+                                                      providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RunnerError("onnxruntime cannot load %s: %s" % (os.path.basename(self.path),
+                                                                  str(exc).strip()[:300]))
+        self.input = self.session.get_inputs()[0]
+        self.output_name = self.session.get_outputs()[0].name
+        if "int" in self.input.type:
+            raise RunnerError("%s has an integer input (%s); edgeqd runs ONNX models with float "
+                              "inputs (QDQ)" % (os.path.basename(self.path), self.input.type))
+
+    def tensors(self):
+        def describe(arg):
+            shape = [d if isinstance(d, int) else -1 for d in arg.shape]
+            return {"name": arg.name, "shape": shape,
+                    "dtype": arg.type.replace("tensor(", "").replace(")", "").replace("float", "float32"),
+                    "scale": 0.0, "zero_point": 0}
+        return ([describe(a) for a in self.session.get_inputs()],
+                [describe(a) for a in self.session.get_outputs()])
+
+    def input_shape(self):
+        return [d if isinstance(d, int) else -1 for d in self.input.shape]
+
+    def prepare(self, x):
+        return x.astype(_np().float32)
+
+    def set_input(self, prepared):
+        self._feed = {self.input.name: prepared}
+
+    def invoke(self):
+        self._result = self.session.run([self.output_name], self._feed)[0]
+
+    def get_output(self):
+        return self._result.astype(_np().float32)
+
+
+_RUNTIMES = {".tflite": _TFLiteModel, ".onnx": _ONNXModel}
+
+
+def _np():
+    import numpy
+
+    return numpy
+
+
+def _quantize(x, detail):
+    np = _np()
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale:
+        raise RunnerError("integer input %s has no quantization scale" % detail["name"])
+    info = np.iinfo(dtype)
+    # q = round(x / S + Z), clipped: the artifact's own scale and zero point.
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(q, detail):
+    np = _np()
+    if np.dtype(detail["dtype"]).kind == "f":
+        return q.astype(np.float32)
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def open_model(path, threads=1, xnnpack=True, runtime="auto"):
+    """Load ``path`` in its runtime and return the runner's model wrapper.
+
+    Args:
+        path: a ``.tflite`` or ``.onnx`` file.
+        threads: CPU threads for the runtime.
+        xnnpack: whether LiteRT may apply its default XNNPACK delegate.
+        runtime: "auto", "ai_edge_litert", "tflite_runtime" or "onnxruntime".
+
+    >>> open_model("model.tflite").runtime  # doctest: +SKIP
+    'ai_edge_litert'
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in _RUNTIMES:
+        raise RunnerError("%s: unsupported artifact (give a .tflite or .onnx file)" % path)
+    model = _RUNTIMES[suffix](path, threads, xnnpack, runtime)
+    model.load()
+    return model
+
+
+def _fit_samples(x, input_shape):
+    """Reshape float samples (N, ...) to the model's per-sample input shape, batch 1."""
+    np = _np()
+    sample_shape = [d for d in input_shape[1:]]
+    if any(d < 0 for d in sample_shape):
+        sample_shape = list(x.shape[1:])
+    size = int(np.prod(sample_shape)) if sample_shape else 1
+    per_sample = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+    if per_sample != size:
+        raise RunnerError("data samples have shape %s (%d values) but the model's input is %s "
+                          "(%d values per sample)" % (list(x.shape[1:]), per_sample, input_shape, size))
+    return x.reshape([len(x), 1] + sample_shape).astype(np.float32)
+
+
+def predict(model, x):
+    """Outputs (dequantized, float32) of ``model`` for float samples ``x``, one at a time.
+
+    Args:
+        model: a wrapper from :func:`open_model`.
+        x: float samples, shape (N, ...).
+
+    >>> predict(open_model("model.tflite"), x).shape  # doctest: +SKIP
+    (500, 10)
+    """
+    np = _np()
+    batches = _fit_samples(x, model.input_shape())
+    outputs = []
+    for batch in batches:
+        model.set_input(model.prepare(batch))
+        model.invoke()
+        outputs.append(model.get_output().reshape(-1))
+    return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+# --------------------------------------------------------------------------- measurement
+
+def _stats(times_ms):
+    np = _np()
+    values = np.asarray(times_ms, dtype=np.float64)
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        # Population std, as benchmark_model's Stat<> computes it.
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "p50": float(np.percentile(values, 50)),
+        "p90": float(np.percentile(values, 90)),
+        "p99": float(np.percentile(values, 99)),
+    }
+
+
+def _ms(start_ns, end_ns):
+    return (end_ns - start_ns) / 1e6
+
+
+def benchmark(args):
+    """Run the whole measurement described in the module docstring; return the JSON dict."""
+    clock = time.perf_counter_ns
+    rss_start = _status_kb("VmRSS")
+    np = _np()
+    samples = labels = reference = None
+    if args.data:
+        try:
+            with np.load(args.data) as archive:
+                samples = archive["x"].astype(np.float32)
+                labels = archive["y"] if "y" in archive.files else None
+                reference = archive["reference"] if "reference" in archive.files else None
+        except Exception as exc:
+            raise RunnerError("cannot read data %s: %s" % (os.path.basename(args.data), exc))
+    rss_before_import = _status_kb("VmRSS")
+
+    suffix = os.path.splitext(args.model)[1].lower()
+    if suffix not in _RUNTIMES:
+        raise RunnerError("%s: unsupported artifact (give a .tflite or .onnx file)" % args.model)
+    if not os.path.isfile(args.model):
+        raise RunnerError("model file not found: %s" % args.model)
+    # Import the runtime on its own so its cost is known before the model is loaded.
+    model = _RUNTIMES[suffix](args.model, args.threads, not args.no_xnnpack, args.runtime)
+    rss_after_import = _status_kb("VmRSS")
+    peak_after_import = _peak_rss_kb()
+
+    start = clock()
+    model.load()
+    init_ms = _ms(start, clock())
+    inputs, outputs = model.tensors()
+
+    if samples is not None and len(samples):
+        timing_input = _fit_samples(samples[:1], model.input_shape())[0]
+    else:
+        # Without data, a fixed pseudo-random input in [0, 1), as benchmark_model uses random data.
+        shape = [d if d > 0 else 1 for d in model.input_shape()]
+        timing_input = np.random.default_rng(0).random(shape, dtype=np.float32)
+    prepared = model.prepare(timing_input)
+    model.set_input(prepared)
+
+    warmup_times = []
+    for _ in range(max(1, args.warmup)):
+        start = clock()
+        model.invoke()
+        warmup_times.append(_ms(start, clock()))
+
+    times = []
+    began = time.perf_counter()
+    capped = False
+    while True:
+        start = clock()
+        model.invoke()
+        times.append(_ms(start, clock()))
+        elapsed = time.perf_counter() - began
+        if len(times) >= args.runs and elapsed >= args.min_seconds:
+            break
+        if args.max_seconds and elapsed >= args.max_seconds:
+            capped = True
+            break
+    timed_seconds = time.perf_counter() - began
+    peak_after_timing = _peak_rss_kb()
+
+    quality = None
+    if samples is not None and len(samples):
+        predictions = predict(model, samples)
+        top1 = predictions.argmax(axis=1)
+        quality = {"samples": int(len(samples)), "accuracy": None, "agreement": None,
+                   "mean_abs_diff": None}
+        if labels is not None:
+            quality["accuracy"] = float((top1 == labels.reshape(-1)).mean())
+        if reference is not None:
+            reference = reference.reshape(len(reference), -1).astype(np.float32)
+            quality["agreement"] = float((top1 == reference.argmax(axis=1)).mean())
+            quality["mean_abs_diff"] = float(np.abs(predictions - reference).mean())
+        quality["predictions"] = [int(v) for v in top1]
+
+    peak = _peak_rss_kb()
+    timings = {"init": init_ms, "first_inference": warmup_times[0],
+               "warmup_avg": float(sum(warmup_times) / len(warmup_times)),
+               "warmup_runs": len(warmup_times)}
+    timings.update(_stats(times))
+    timings["seconds"] = timed_seconds
+    timings["capped_by_max_seconds"] = capped
+    return {
+        "schema": SCHEMA,
+        "ok": True,
+        "artifact": {"file": os.path.basename(args.model), "bytes": os.path.getsize(args.model),
+                     "format": suffix[1:]},
+        "runtime": {"name": model.runtime, "version": model.version},
+        "threads": args.threads,
+        "xnnpack": model.xnnpack,
+        "timings_ms": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+        "memory_mb": {
+            "rss_at_start": _mb(rss_start),
+            "rss_before_import": _mb(rss_before_import),
+            "rss_after_import": _mb(rss_after_import),
+            # Peak of the whole process (VmHWM) and how much of it came after the runtime's import:
+            # the model's own footprint plus the runtime's working memory.
+            "peak_rss": _mb(peak),
+            "peak_rss_after_timing": _mb(peak_after_timing),
+            "peak_increase_over_import": _mb(None if peak is None or peak_after_import is None
+                                             else peak - max(peak_after_import, rss_after_import or 0)),
+        },
+        "quality": quality,
+        "inputs": inputs,
+        "outputs": outputs,
+        "device": device_info(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+    }
+
+
+def probe():
+    """What this device offers: identity, Python and the runtimes that import."""
+    return {"schema": SCHEMA, "ok": True, "probe": True, "device": device_info(),
+            "runtimes": available_runtimes(), "python": sys.version.split()[0],
+            "executable": sys.executable}
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description="edgeqd's on-device benchmark runner")
+    parser.add_argument("--model", help="the .tflite or .onnx file")
+    parser.add_argument("--data", help=".npz with x (float samples), optional y (labels) and "
+                                       "reference (float model outputs)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=50, help="minimum timed runs")
+    parser.add_argument("--warmup", type=int, default=5, help="warmup runs (at least 1)")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed seconds")
+    parser.add_argument("--max-seconds", type=float, default=150.0,
+                        help="stop timing after this long even if --runs is not met (0 = never)")
+    parser.add_argument("--no-xnnpack", action="store_true", help="LiteRT without XNNPACK")
+    parser.add_argument("--runtime", default="auto",
+                        choices=["auto", "ai_edge_litert", "tflite_runtime", "onnxruntime"])
+    parser.add_argument("--watch-stdin", action="store_true",
+                        help="stop (and clean up) when standard input reaches end-of-file: over "
+                             "ssh/adb the host holds it open, so EOF means the connection dropped")
+    parser.add_argument("--probe", action="store_true", help="describe the device and exit")
+    parser.add_argument("--cleanup-on-signal", metavar="FOLDER",
+                        help="folder to delete if a hangup or terminate signal ends the runner "
+                             "(its run folder: a dropped connection leaves nothing behind)")
+    return parser.parse_args(argv)
+
+
+class _Hangup(BaseException):
+    """Raised from the signal handler: a dropped connection or a kill ends the run."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _hangup(signum, frame):
+    # A dropped ssh/adb connection sends SIGHUP; unwind so --cleanup-on-signal runs.
+    raise _Hangup(signum)
+
+
+def _watch_stdin():
+    """Hang up this process when stdin closes (the ssh/adb connection is gone)."""
+    import threading
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv=None):
+    """Entry point: parse arguments, measure, print one JSON document, return the exit status."""
+    args = _parse_args(argv)
+    # Keep stdout for the JSON document alone: runtimes print banners ("Created TensorFlow Lite
+    # XNNPACK delegate") that would break parsing on the host, so fd 1 points at stderr meanwhile.
+    sys.stdout.flush()
+    json_fd = os.dup(1)
+    os.dup2(2, 1)
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        try:
+            signal.signal(signum, _hangup)
+        except (ValueError, OSError, AttributeError):
+            pass
+    if args.watch_stdin:
+        _watch_stdin()
+    status = 1
+    try:
+        try:
+            if args.probe:
+                result = probe()
+            else:
+                if not args.model:
+                    raise RunnerError("--model is required (or --probe)")
+                if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.min_seconds < 0:
+                    raise RunnerError("invalid settings: threads %d, runs %d, warmup %d, min-seconds %s"
+                                      % (args.threads, args.runs, args.warmup, args.min_seconds))
+                result = benchmark(args)
+            status = 0
+        except RunnerError as exc:
+            result = {"schema": SCHEMA, "ok": False, "error": str(exc)}
+        except MemoryError:
+            result = {"schema": SCHEMA, "ok": False, "error": "out of memory (VmHWM %s MB)"
+                      % _mb(_peak_rss_kb())}
+        except Exception as exc:  # a runtime crash inside Python: report it instead of a traceback
+            result = {"schema": SCHEMA, "ok": False,
+                      "error": "%s: %s" % (type(exc).__name__, str(exc).strip()[:500])}
+        sys.stdout.flush()
+        os.write(json_fd, (json.dumps(result) + "\n").encode("utf-8"))
+    except _Hangup as hangup:
+        if args.cleanup_on_signal:
+            shutil.rmtree(args.cleanup_on_signal, ignore_errors=True)
+        return 128 + hangup.signum
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
