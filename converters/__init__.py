@@ -55,6 +55,7 @@ class Converter:
         quantized: whether it is an integer-quantized artifact (``--max-drop`` applies).
         description: one line for ``--help`` and tables.
         fn: the function that writes it.
+        dtype: the artifact's compute precision as shown to users ("int8", "float16", "int16x8").
     """
 
     name: str
@@ -63,6 +64,12 @@ class Converter:
     quantized: bool
     description: str
     fn: Callable[[ConversionContext, Path], dict]
+    dtype: str = ""
+
+    @property
+    def precision(self) -> str:
+        """``dtype``, defaulting to "int8" for quantized and "float32" for float artifacts."""
+        return self.dtype or ("int8" if self.quantized else "float32")
 
 
 CONVERTERS: dict[str, Converter] = {}
@@ -70,7 +77,7 @@ DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 
 
 def register_converter(name: str, *, filename: str, runtime: str, quantized: bool,
-                       description: str) -> Callable:
+                       description: str, dtype: str = "") -> Callable:
     """Register the decorated function as the converter ``name``.
 
     Args:
@@ -79,6 +86,7 @@ def register_converter(name: str, *, filename: str, runtime: str, quantized: boo
         runtime: "tflite" or "onnx".
         quantized: whether ``--max-drop`` applies to it.
         description: one line shown in help and tables.
+        dtype: compute precision shown to users; default "int8" or "float32" from ``quantized``.
 
     >>> @register_converter("doc-example", filename="x.bin", runtime="tflite", quantized=False,
     ...                     description="example")
@@ -91,7 +99,7 @@ def register_converter(name: str, *, filename: str, runtime: str, quantized: boo
     def decorator(fn: Callable[[ConversionContext, Path], dict]) -> Callable:
         if name in CONVERTERS:
             raise ValueError(f"converter {name!r} registered twice")
-        CONVERTERS[name] = Converter(name, filename, runtime, quantized, description, fn)
+        CONVERTERS[name] = Converter(name, filename, runtime, quantized, description, fn, dtype)
         return fn
 
     return decorator

@@ -1,4 +1,4 @@
-"""TFLite artifacts: float32 and full-integer int8 (int8 input and output).
+"""TFLite artifacts: float32, float16, full-integer int8 (int8 I/O) and 16x8.
 
 The int8 model is calibrated on the context's representative samples (PTQ) or
 keeps the ranges learnt in quantization-aware training (QAT); weights are
@@ -84,3 +84,41 @@ def convert_tflite_int8(context: ConversionContext, out_path: Path) -> dict:
     out_path.write_bytes(_convert(converter, "int8"))
     return {"per_channel": context.per_channel, "calibration_method": "tflite-minmax"
             if context.mode == QuantMode.PTQ else "qat"}
+
+
+@register_converter("tflite-fp16", filename="model_fp16.tflite", runtime="tflite", quantized=False,
+                    dtype="float16", description="TFLite float16 weights (GPU delegates; half the size)")
+def convert_tflite_fp16(context: ConversionContext, out_path: Path) -> dict:
+    """Write a TFLite model with float16 weights (dequantized to float32 on CPU).
+
+    Args:
+        context: the model and settings.
+        out_path: where to write the ``.tflite``.
+    """
+    import tensorflow as tf
+
+    converter = _converter(context)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    out_path.write_bytes(_convert(converter, "float16"))
+    return {}
+
+
+@register_converter("tflite-int16x8", filename="model_int16x8.tflite", runtime="tflite", quantized=True,
+                    dtype="int16x8", description="TFLite int16 activations, int8 weights (float I/O)")
+def convert_tflite_int16x8(context: ConversionContext, out_path: Path) -> dict:
+    """Write a 16x8 TFLite model: int16 activations keep accuracy where int8 ones lose it.
+
+    Args:
+        context: the model, calibration samples and settings.
+        out_path: where to write the ``.tflite``.
+    """
+    import tensorflow as tf
+
+    converter = _converter(context)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(context.calibration)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    out_path.write_bytes(_convert(converter, "16x8"))
+    return {"per_channel": True, "calibration_method": "tflite-minmax"}

@@ -185,7 +185,7 @@ def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
         drop = round(100.0 * (keras_accuracy - evaluation.accuracy), 3)
     return ArtifactResult(
         name, converter.filename, converter.runtime, Status.OK,
-        dtype="int8" if converter.quantized else "float32", bytes=target.stat().st_size,
+        dtype=converter.precision, bytes=target.stat().st_size,
         sha256=file_sha256(target), inputs=inputs, outputs=outputs, evaluation=evaluation,
         accuracy_drop_pts=drop, seconds=time.perf_counter() - started, details=details)
 
