@@ -15,11 +15,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from edgeqd.errors import DeviceError, UsageError
 
@@ -242,6 +243,8 @@ class Device:
         self.spec = spec
         self.name = name or spec
         self.options = options
+        # Progress lines (a sysroot being built on first use); bench() points this at its log.
+        self.log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
 
     @classmethod
     def matches(cls, spec: str) -> bool:

@@ -319,6 +319,8 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
         for device, _ in entries:
             if "benchmark_binary" in device.option_names:
                 device.options.setdefault("benchmark_binary", str(binary))
+    for device, _ in entries:
+        device.log = say
     names = [device.name for device, _ in entries]
     if len(set(names)) != len(names):
         raise UsageError(f"device names must be distinct: {names}")

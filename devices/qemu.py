@@ -359,13 +359,13 @@ class QemuDevice(Device):
 
     def setup(self) -> str:
         was_ready = sysroot_ready(self.kind)
-        root = build_sysroot(self.kind, log=lambda line: print(line, file=sys.stderr))
+        root = build_sysroot(self.kind, log=self.log)
         return f"{self.kind}: sysroot {'already ' if was_ready else ''}ready at {root}"
 
     def open(self) -> LocalSession:
         if not sysroot_ready(self.kind):
-            print(f"{self.kind}: no sysroot yet; building it now (`edgeqd devices setup {self.kind}` "
-                  f"does this ahead of time)", file=sys.stderr)
+            self.log(f"{self.kind}: no sysroot yet; building it now (`edgeqd devices setup {self.kind}` "
+                     f"does this ahead of time)")
             self.setup()
         return LocalSession(python_command(self.kind), env=emulated_env(), prefix=f"edgeqd-{self.kind}-")
 

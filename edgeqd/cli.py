@@ -219,6 +219,12 @@ def formats_command(as_json: bool) -> None:
     console().print(table)
 
 
+# edgeqd bench / edgeqd devices (issue 5) live in their own module.
+from edgeqd.cli_devices import register as _register_device_commands  # noqa: E402
+
+_register_device_commands(cli)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="edgeqd")
