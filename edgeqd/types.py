@@ -156,6 +156,88 @@ class ArtifactResult:
                 "details": self.details}
 
 
+class FeatureLoss(str, Enum):
+    """How a student's intermediate feature is compared with the teacher's."""
+
+    MSE = "mse"  # mean squared error of the (projected) activations
+    COSINE = "cosine"  # 1 − cosine similarity per sample: ignores the features' scale
+
+
+class DistributionStrategy(str, Enum):
+    """Which ``tf.distribute`` strategy trains the student."""
+
+    MIRRORED = "mirrored"  # all local devices of one machine
+    MULTIWORKER = "multiworker"  # several processes/machines, cluster described by TF_CONFIG
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """A teacher layer matched with a student layer (``--feature t:s`` / ``--attention t:s``).
+
+    Attributes:
+        teacher_layer: name of the layer in the teacher whose output is the target.
+        student_layer: name of the layer in the student whose output is trained towards it.
+    """
+
+    teacher_layer: str
+    student_layer: str
+
+    def __str__(self) -> str:
+        return f"{self.teacher_layer}:{self.student_layer}"
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """What ``distill`` produced.
+
+    Attributes:
+        student_path: where the student was saved, or None when not saved.
+        report_path: the JSON with settings and figures next to it, or None.
+        student_params: the student's parameter count.
+        teacher_params: the teacher's parameter count.
+        student_accuracy: the best student's top-1 accuracy on the evaluation split
+            (None without labels).
+        teacher_accuracy: the teacher's top-1 accuracy on the same split (None without labels).
+        agreement: fraction of evaluation samples where student and teacher pick the same class.
+        best_epoch: the epoch (1-based) whose weights were kept.
+        epochs_run: epochs trained in total (resumed runs included).
+        seconds: wall-clock training time of this run.
+        history: one dict of figures per epoch.
+        settings: the run's settings, as written to the JSON.
+        notes: remarks about the run (e.g. a teacher softmax that was skipped).
+        student: the trained ``tf_keras`` student (not part of ``to_dict``).
+    """
+
+    student_path: Optional[str]
+    report_path: Optional[str]
+    student_params: int
+    teacher_params: int
+    student_accuracy: Optional[float]
+    teacher_accuracy: Optional[float]
+    agreement: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: tuple = ()
+    settings: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    student: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def param_ratio(self) -> float:
+        """How many times smaller the student is than the teacher."""
+        return self.teacher_params / max(1, self.student_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the model itself left out)."""
+        # Not asdict(): it would deep-copy the Keras model too.
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "student"}
+        out["history"] = list(self.history)
+        out["notes"] = list(self.notes)
+        out["param_ratio"] = self.param_ratio
+        return out
+
+
 EMULATED_LATENCY_NOTE = "emulated — not a device latency"
 
 
