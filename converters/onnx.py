@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeqd.converters import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
+from edgeqd.types import QuantMode
 
 ONNX_OPSET = 17
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -79,6 +80,8 @@ def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
         context: the model, calibration samples and settings.
         out_path: where to write the ``.onnx``.
     """
+    if context.mode == QuantMode.QAT:
+        return _onnx_int8_from_qat(context, out_path)
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -108,3 +111,48 @@ def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
         raise ConversionError(f"ONNX Runtime static quantization failed: {first[:400]}") from None
     return {"per_channel": context.per_channel, "calibration_method": context.calibration_method,
             "opset": ONNX_OPSET}
+
+
+def _rename_edges(model_proto, names: dict[str, str]) -> None:
+    """Rename graph inputs/outputs (and every use of them) in place."""
+    graph = model_proto.graph
+    for value in list(graph.input) + list(graph.output):
+        if value.name in names:
+            value.name = names[value.name]
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+
+
+def _onnx_int8_from_qat(context: ConversionContext, out_path: Path) -> dict:
+    """The QAT model's int8 TFLite translated to QDQ ONNX: the ranges learnt in training ship unchanged.
+
+    Re-calibrating with ONNX Runtime would throw away what QAT learnt; tf2onnx's
+    TFLite front end maps each int8 tensor to QuantizeLinear/DequantizeLinear with
+    the TFLite scale and zero point, so both artifacts compute the same integers.
+    """
+    import tf2onnx
+
+    from edgeqd.converters.tflite import convert_tflite_int8
+
+    tflite_path = context.cache.get("tflite-int8-qat")
+    if tflite_path is None:
+        tflite_path = context.workdir / "qat_int8.tflite"
+        convert_tflite_int8(context, tflite_path)
+        context.cache["tflite-int8-qat"] = tflite_path
+    try:
+        model_proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=ONNX_OPSET)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"tf2onnx could not translate the QAT int8 TFLite model: {first[:400]}") from None
+    # tf2onnx names the edges after TFLite's fused tensor names ("model/quantize_layer/…");
+    # apps look them up by the Keras names.
+    graph = model_proto.graph
+    keras_inputs = [t.name.split(":")[0] for t in context.model.inputs]
+    keras_outputs = [t.name.split("/")[0].split(":")[0] for t in context.model.outputs]
+    renames = {v.name: k for v, k in zip(graph.input, keras_inputs)}
+    renames.update({v.name: k for v, k in zip(graph.output, keras_outputs) if k not in renames.values()})
+    _rename_edges(model_proto, renames)
+    out_path.write_bytes(model_proto.SerializeToString())
+    return {"per_channel": context.per_channel, "calibration_method": "qat", "opset": ONNX_OPSET,
+            "source": "tflite-int8 via tf2onnx (QAT ranges, no re-calibration)"}

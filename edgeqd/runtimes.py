@@ -150,13 +150,26 @@ def _onnx_quant_params(model_path: str | Path) -> dict[str, tuple[float, int]]:
     for node in graph.node:
         if node.op_type == "Constant":
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    edges = {t.name for t in graph.input} | {t.name for t in graph.output}
+    # An edge may pass through layout-only ops before its Q/DQ node (tf2onnx's TFLite front
+    # end reshapes NHWC int8 inputs to NCHW first): follow those back to the graph edge.
+    layout_ops = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+    edges = {t.name: t.name for t in graph.input}
+    for node in graph.node:
+        if node.op_type in layout_ops and node.input and node.input[0] in edges:
+            edges[node.output[0]] = edges[node.input[0]]
+    producers = {out: node for node in graph.node for out in node.output}
+    for t in graph.output:
+        name = t.name
+        edges[name] = t.name
+        while name in producers and producers[name].op_type in layout_ops:
+            name = producers[name].input[0]
+            edges[name] = t.name
     params = {}
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in edges:
-            name = node.input[0]
+            name = edges[node.input[0]]
         elif node.op_type == "QuantizeLinear" and node.output[0] in edges:
-            name = node.output[0]
+            name = edges[node.output[0]]
         else:
             continue
         scale = constants.get(node.input[1])
