@@ -224,6 +224,11 @@ from edgeqd.cli_devices import register as _register_device_commands  # noqa: E4
 
 _register_device_commands(cli)
 
+# edgeqd inspect / edgeqd report (issue 6) live in their own module.
+from edgeqd.cli_report import register as _register_report_commands  # noqa: E402
+
+_register_report_commands(cli)
+
 
 def main() -> None:
     """Console entry point."""

@@ -56,3 +56,7 @@ class DeviceError(EdgeqdError):
     """A device could not be reached, set up or run on."""
 
     exit_code = 5
+
+
+class ArtifactError(ModelError):
+    """An artifact (``.tflite``/``.onnx``) that is missing, truncated, corrupt or of an unknown kind."""

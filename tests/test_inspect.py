@@ -1,0 +1,142 @@
+"""edgeqd inspect on every artifact convert produces, on a dynamic-range TFLite, and on broken files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from report_fixtures import tiny_run
+
+from edgeqd.cli import cli
+from edgeqd.errors import ArtifactError
+from edgeqd.inspect import inspect_artifact, tflite_schema
+
+
+@pytest.fixture(scope="module")
+def run():
+    return tiny_run()
+
+
+def artifact(run, fmt):
+    entry = next(a for a in run["manifest"]["artifacts"] if a["format"] == fmt)
+    return run["dir"] / entry["file"]
+
+
+@pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"])
+def test_every_artifact_lists_operators_io_and_sizes(run, fmt):
+    info = inspect_artifact(artifact(run, fmt))
+    types = {row["type"] for row in info["operators"]}
+    # The tiny model is conv → pool → two dense layers in either runtime's vocabulary.
+    assert types & {"CONV_2D", "Conv"} and types & {"FULLY_CONNECTED", "Gemm", "MatMul"}
+    assert info["operator_count"] >= 4
+    assert info["inputs"][0]["shape"][1:] == [12, 12, 1]
+    assert info["outputs"][0]["shape"][-1] == 10
+    assert info["bytes"] == artifact(run, fmt).stat().st_size
+    params = info["parameters"]
+    assert 3200 < params["count"] < 4000  # 36 conv + 3232 dense + 330 logits, ± folded BN / shape constants
+    assert params["weights_bytes"] + params["graph_bytes"] <= info["bytes"]
+    assert info["metadata"]  # embedded by convert (TFLite Metadata / metadata_props)
+
+
+def test_full_int8_tflite_has_no_float_ops_and_matches_the_manifest(run):
+    info = inspect_artifact(artifact(run, "tflite-int8"))
+    assert info["quantization"] == "full-int8"
+    assert info["float_ops"] == [] and info["float_fallback"] == []
+    manifest_in = next(a for a in run["manifest"]["artifacts"] if a["format"] == "tflite-int8")["inputs"][0]
+    assert info["inputs"][0]["dtype"] == "int8"
+    assert info["inputs"][0]["scale"] == pytest.approx(manifest_in["scale"])  # same file, two readers
+    assert info["inputs"][0]["zero_point"] == manifest_in["zero_point"]
+    assert info["weight_scales"]["per_channel"] >= 2  # conv and dense kernels, per channel by default
+    assert all(row["modes"] == ["integer"] for row in info["operators"])
+
+
+def test_qdq_onnx_flags_the_float_reshape_before_the_first_quantize(run):
+    info = inspect_artifact(artifact(run, "onnx-int8"))
+    assert info["quantization"].startswith("int8 (QDQ)")
+    compute = [row for row in info["operators"] if row["type"] in ("Conv", "Gemm")]
+    assert compute and all(row["modes"] == ["integer"] for row in compute)
+    # tf2onnx's NHWC→NCHW layout op runs on the float input before QuantizeLinear.
+    assert all(op["layout_only"] for op in info["float_ops"])
+    assert info["weight_scales"]["per_channel"] >= 2
+
+
+def test_float_models_are_not_flagged(run):
+    for fmt in ("tflite-fp32", "onnx-fp32"):
+        info = inspect_artifact(artifact(run, fmt))
+        assert info["quantization"] == "float32"
+        assert info["float_ops"] == []
+
+
+def test_dynamic_range_tflite_reports_float_activations(run):
+    info = inspect_artifact(run["dynamic"])
+    assert info["quantization"] == "dynamic-range"
+    assert info["inputs"][0]["dtype"] == "float32"
+    hybrid = [op for op in info["float_ops"] if op["mode"] == "hybrid"]
+    assert hybrid and {op["type"] for op in hybrid} <= {"FULLY_CONNECTED", "CONV_2D"}
+    assert info["float_activations"]  # the activations between layers stay float
+    assert info["parameters"]["by_dtype"]["int8"]["elements"] >= 3200
+    assert "dynamic-range" in info["notes"][0]
+
+
+def test_tflite_io_agrees_with_the_flatbuffer_schema(run):
+    # Independent read of the same file through the generated schema, nothing of edgeqd.
+    schema = tflite_schema()
+    data = artifact(run, "tflite-int8").read_bytes()
+    graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    tensor = graph.Tensors(graph.Inputs(0))
+    info = inspect_artifact(artifact(run, "tflite-int8"))
+    assert info["inputs"][0]["name"] == tensor.Name().decode()
+    assert info["inputs"][0]["scale"][0] == pytest.approx(float(tensor.Quantization().Scale(0)))
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+@pytest.mark.parametrize("cut", ["half", "head", "minus1", "random", "empty", "flipped"])
+def test_broken_files_give_a_typed_error(run, tmp_path, suffix, cut):
+    source = artifact(run, "tflite-int8" if suffix == ".tflite" else "onnx-int8").read_bytes()
+    rng = np.random.default_rng(1)
+    if cut == "half":
+        data = source[:len(source) // 2]
+    elif cut == "head":
+        data = source[:64]
+    elif cut == "minus1":
+        data = source[:-1]
+    elif cut == "random":
+        data = rng.bytes(4096)
+    elif cut == "empty":
+        data = b""
+    else:
+        flipped = bytearray(source)
+        for i in rng.integers(8, min(len(source), 1500), 40):
+            flipped[i] ^= 0xFF
+        data = bytes(flipped)
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(ArtifactError) as error:
+        inspect_artifact(path)
+    assert error.value.exit_code == 3
+    assert str(path) in str(error.value)
+
+
+def test_missing_file_is_a_typed_error(tmp_path):
+    with pytest.raises(ArtifactError, match="no such file"):
+        inspect_artifact(tmp_path / "nope.tflite")
+
+
+def test_cli_table_and_json(run):
+    runner = CliRunner()
+    path = str(artifact(run, "tflite-int8"))
+    table = runner.invoke(cli, ["inspect", path])
+    assert table.exit_code == 0, table.output
+    assert "CONV_2D" in table.output and "full-int8" in table.output
+    as_json = runner.invoke(cli, ["inspect", path, "--json"])
+    assert json.loads(as_json.output)["quantization"] == "full-int8"
+
+
+def test_cli_broken_file_exits_3_without_traceback(tmp_path):
+    path = tmp_path / "junk.tflite"
+    path.write_bytes(b"\x00" * 100)
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output and "not a TFLite flatbuffer" in result.output
