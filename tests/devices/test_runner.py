@@ -1,0 +1,106 @@
+"""The standalone runner, run as a separate process exactly as on a device."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeqd.devices.base import RUNNER
+
+
+def run_runner(*args: str, cwd: Path | None = None) -> tuple[int, dict, str]:
+    done = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+    # The whole of stdout is one JSON document: runtime banners go to stderr.
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_runner_imports_only_stdlib_numpy_and_runtimes():
+    import ast
+
+    allowed_third_party = {"numpy", "ai_edge_litert", "tflite_runtime", "onnxruntime"}
+    imported = set()
+    for node in ast.walk(ast.parse(RUNNER.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names)
+    assert third_party <= allowed_third_party, third_party
+
+
+def test_int8_tflite_measurements_and_accuracy(models, dataset, tmp_path):
+    x, y = dataset.x_eval[:100], dataset.y_eval[:100]
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    code, doc, _ = run_runner("--model", str(models["int8.tflite"]), "--data", str(tmp_path / "eval.npz"),
+                              "--runs", "15", "--warmup", "3", "--min-seconds", "0.05", "--threads", "2")
+    assert code == 0 and doc["ok"], doc
+    timings = doc["timings_ms"]
+    assert timings["count"] >= 15 and timings["warmup_runs"] == 3
+    assert timings["min"] <= timings["p50"] <= timings["p90"] <= timings["p99"] <= timings["max"]
+    assert doc["threads"] == 2 and doc["xnnpack"] is True and doc["runtime"]["name"] == "ai_edge_litert"
+    assert doc["memory_mb"]["peak_rss"] >= doc["memory_mb"]["rss_after_import"] > 0
+    assert doc["inputs"][0]["dtype"] == "int8" and doc["inputs"][0]["scale"] > 0
+    # The runner quantizes with the artifact's own scale/zero point: its predictions must equal
+    # a direct LiteRT run on the same quantized inputs (exact: same kernels, same integers).
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(models["int8.tflite"]))
+    interpreter.allocate_tensors()
+    detail, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = detail["quantization"]
+    expected = []
+    for sample in x:
+        q = np.clip(np.round(sample[None] / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(detail["index"], q)
+        interpreter.invoke()
+        expected.append(int(interpreter.get_tensor(out["index"]).argmax()))
+    assert doc["quality"]["predictions"] == expected
+    assert doc["quality"]["accuracy"] == pytest.approx(float(np.mean(np.array(expected) == y)))
+    assert doc["device"]["machine"] and doc["device"]["cores"] >= 1
+
+
+def test_onnx_and_no_xnnpack_and_reference_agreement(models, dataset, tmp_path):
+    x = dataset.x_eval[:50]
+    from edgeqd.devices import runner
+
+    reference = runner.predict(runner.open_model(str(models["fp32.tflite"])), x)
+    np.savez(tmp_path / "eval.npz", x=x, reference=reference)
+    code, doc, _ = run_runner("--model", str(models["int8.onnx"]), "--data", str(tmp_path / "eval.npz"),
+                              "--runs", "5", "--min-seconds", "0")
+    assert code == 0 and doc["runtime"]["name"] == "onnxruntime" and doc["xnnpack"] is None
+    # QDQ int8 vs the float model on 50 samples: top-1 agreement stays high (tiny model, 8-bit).
+    assert doc["quality"]["agreement"] >= 0.9 and doc["quality"]["accuracy"] is None
+    code, doc, _ = run_runner("--model", str(models["fp32.tflite"]), "--data", str(tmp_path / "eval.npz"),
+                              "--runs", "5", "--min-seconds", "0", "--no-xnnpack")
+    assert code == 0 and doc["xnnpack"] is False
+    # The float TFLite against its own outputs as reference: identical top-1 everywhere.
+    assert doc["quality"]["agreement"] == 1.0
+
+
+def test_errors_are_json_not_tracebacks(tmp_path):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    code, doc, stderr = run_runner("--model", str(bad))
+    assert code == 1 and doc["ok"] is False and "cannot load" in doc["error"]
+    assert "Traceback" not in stderr
+    code, doc, _ = run_runner("--model", str(tmp_path / "missing.onnx"))
+    assert code == 1 and "not found" in doc["error"]
+    code, doc, _ = run_runner("--model", str(tmp_path / "model.pt"))
+    assert code == 1 and "unsupported" in doc["error"]
+
+
+def test_data_that_does_not_fit_names_the_shapes(models, tmp_path):
+    np.savez(tmp_path / "eval.npz", x=np.zeros((4, 10, 10, 1), np.float32))
+    code, doc, _ = run_runner("--model", str(models["fp32.tflite"]), "--data", str(tmp_path / "eval.npz"))
+    assert code == 1 and "100 values" in doc["error"] and "784" in doc["error"]
+
+
+def test_probe():
+    code, doc, _ = run_runner("--probe")
+    assert code == 0 and doc["probe"] and "ai_edge_litert" in doc["runtimes"] and "numpy" in doc["runtimes"]
