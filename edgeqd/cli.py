@@ -230,6 +230,12 @@ from edgeqd.cli_report import register as _register_report_commands  # noqa: E40
 _register_report_commands(cli)
 
 
+# edgeqd distill (issue 3) lives in its own module.
+from edgeqd.cli_distill import register as _register_distill_commands  # noqa: E402
+
+_register_distill_commands(cli)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="edgeqd")

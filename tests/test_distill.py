@@ -389,7 +389,7 @@ from edgeqd.types import Dataset
 arrays = np.load(sys.argv[2])
 data = Dataset("slice", arrays["x"], arrays["y"], arrays["x_val"], arrays["y_val"])
 out = sys.argv[3] if sys.argv[3] != "-" else None
-result = distill(sys.argv[1], data, "mlp", out, epochs=3, batch_size=64, seed=0, progress=False,
+result = distill(sys.argv[1], data, "mlp", out, epochs=6, batch_size=50, learning_rate=3e-3, seed=0, progress=False,
                  strategy=sys.argv[4] if sys.argv[4] != "-" else None, patience=None)
 print("ACCURACY", result.student_accuracy, result.settings["replicas"])
 """
@@ -432,10 +432,12 @@ def test_two_workers_reach_single_worker_accuracy(teacher_path, student_data, tm
     replicas = [int(o.split("ACCURACY")[1].split()[1]) for o in outputs]
     assert replicas == [2, 2]
     assert accuracies[0] == pytest.approx(accuracies[1], abs=1e-6)  # one model, synchronised
-    # Same global batch and steps, but each worker sees a different shard order, so the
-    # runs are not bit-identical; on 300 evaluation images one image is 0.33 points and
-    # seeds alone move this mlp by ~2 points. 5 points is well clear of that noise and
-    # far below the ~60-point gap between a trained student and chance.
-    assert abs(accuracies[0] - single_accuracy) <= 0.05, (accuracies, single_accuracy)
+    # Same global batch, steps and seed, but not the same run: each worker sees its own
+    # shard of every batch, batch norm normalizes each half separately and a partial last
+    # batch is dropped. After 6 short epochs on 540 images the student is still on the
+    # steep part of its curve, where that moves accuracy by a few points (measured: 0.637
+    # two workers vs 0.663 single). 7 points covers that; a broken all-reduce (e.g.
+    # gradients counted twice or not shared) leaves the workers apart or near chance (0.10).
+    assert abs(accuracies[0] - single_accuracy) <= 0.07, (accuracies, single_accuracy)
     # Only the chief (worker 0) wrote the student and its report.
     assert (tmp_path / "student.keras").is_file() and (tmp_path / "student.distill.json").is_file()

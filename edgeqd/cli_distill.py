@@ -1,0 +1,175 @@
+"""``edgeqd distill``: the distillation command, a thin shell over :func:`edgeqd.distill.distill`.
+
+Registered on the main group by :func:`register`. Exit codes: 0 ok, 2 usage (an
+existing output without ``--force``, contradicting options), 3 a teacher, student,
+setting or data that does not fit, 130 interrupted (a checkpoint is kept for
+``--resume``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from edgeqd.cli import console, handle_errors, print_json
+from edgeqd.errors import UsageError
+
+_DEMO_SHAPE, _DEMO_CLASSES = (28, 28, 1), 10
+
+
+def _students_table(rows, input_shape, num_classes, teacher_params):
+    from rich.table import Table
+
+    caption = f"for samples of shape {tuple(input_shape)} and {num_classes} classes"
+    if teacher_params:
+        caption += f"; default width sizes each student to ~1/15 of the teacher's {teacher_params:,} parameters"
+    table = Table(title="student families (--student NAME, or a Keras model path)", caption=caption)
+    for column, justify in (("family", "left"), ("fits", "left"), ("width", "right"), ("params", "right"),
+                            ("× smaller", "right"), ("description", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in rows:
+        ratio = f"{1 / row['fraction_of_teacher']:.1f}" if row["fraction_of_teacher"] else "–"
+        table.add_row(row["family"], "yes" if row["fits"] else "[dim]no[/]",
+                      f"{row['width']:.3g}" if row["width"] else "–",
+                      f"{row['params']:,}" if row["params"] else "–", ratio, row["description"])
+    return table
+
+
+def _list_students(teacher: Optional[str], data: Optional[str], width: Optional[float], depth: float,
+                   unsafe_deserialization: bool, as_json: bool) -> None:
+    from edgeqd.students import list_students
+
+    input_shape, num_classes, teacher_params = _DEMO_SHAPE, _DEMO_CLASSES, None
+    if teacher:
+        from edgeqd.distill import logits_model
+        from edgeqd.models import load_model, model_signature
+
+        model = load_model(teacher, unsafe_deserialization=unsafe_deserialization)
+        shape, num_classes = model_signature(logits_model(model)[0])
+        teacher_params = int(model.count_params())
+        input_shape = shape if None not in shape else input_shape
+    if data:
+        from edgeqd.data import load_dataset
+
+        dataset = load_dataset(data)
+        input_shape = dataset.input_shape
+        if not teacher:
+            labels = dataset.y_train if dataset.y_train is not None else dataset.y_eval
+            num_classes = len(dataset.class_names) or (int(labels.max()) + 1 if labels is not None else num_classes)
+    rows = list_students(input_shape, num_classes, teacher_params, width, depth)
+    if as_json:
+        print_json({"input_shape": list(input_shape), "num_classes": num_classes,
+                    "teacher_params": teacher_params, "students": rows})
+    else:
+        console().print(_students_table(rows, input_shape, num_classes, teacher_params))
+
+
+def _result_table(result):
+    from rich.table import Table
+
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.2f}%"
+
+    table = Table(title="edgeqd distill", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", overflow="fold")
+    rows = [("student", f"{result.settings.get('student')} ({result.student_params:,} parameters, "
+                        f"{result.param_ratio:.1f}× smaller than the teacher)"),
+            ("student accuracy", pct(result.student_accuracy)),
+            ("teacher accuracy", pct(result.teacher_accuracy)),
+            ("agreement with teacher", pct(result.agreement)),
+            ("best epoch", f"{result.best_epoch} of {result.epochs_run} run"),
+            ("time", f"{result.seconds:.1f} s"),
+            ("saved", result.student_path or "–"), ("report", result.report_path or "–")]
+    for note in result.notes:
+        rows.append(("note", note))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@click.command("distill")
+@click.option("--teacher", "teacher", metavar="MODEL", help="The trained teacher (.keras, .h5 or SavedModel).")
+@click.option("--data", "data", metavar="DATA",
+              help="fashion-mnist, an .npz (x [y x_val y_val]; no y = no-label mode) or an image folder.")
+@click.option("--student", "student", default="cnn", show_default=True, metavar="SPEC",
+              help="A built-in family (see --list-students) or a Keras model path, compiled or not.")
+@click.option("--out", "out", metavar="STUDENT.keras", help="Where to save the student (.keras or .h5).")
+@click.option("--temperature", type=float, default=4.0, show_default=True,
+              help="Softmax temperature T > 0 of the teacher term.")
+@click.option("--alpha", type=float, default=0.9, show_default=True,
+              help="Weight α of the teacher term; 1 − α weighs the labels.")
+@click.option("--feature", "features", multiple=True, metavar="T_LAYER:S_LAYER",
+              help="Match a teacher layer's activations with a student layer's (repeatable).")
+@click.option("--attention", "attention", multiple=True, metavar="T_LAYER:S_LAYER",
+              help="Attention transfer between two conv layers (repeatable).")
+@click.option("--feature-weight", type=float, default=1.0, show_default=True, help="Weight of each feature term.")
+@click.option("--attention-weight", type=float, default=10.0, show_default=True,
+              help="Weight of each attention term.")
+@click.option("--feature-loss", type=click.Choice(["mse", "cosine"]), default="mse", show_default=True)
+@click.option("--width", type=float, default=None,
+              help="Width multiplier of a built-in student [default: sized to ~1/15 of the teacher].")
+@click.option("--depth", type=float, default=1.0, show_default=True, help="Depth multiplier of a built-in student.")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Most epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option("--patience", type=int, default=5, show_default=True,
+              help="Stop after this many epochs without a better validation accuracy; 0 never stops early.")
+@click.option("--validation-fraction", type=float, default=0.1, show_default=True,
+              help="Share of the training data held out to pick the best epoch.")
+@click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]), default=None,
+              help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")
+@click.option("--resume", is_flag=True, help="Go on from the checkpoint an interrupted run left beside --out.")
+@click.option("--force", is_flag=True, help="Replace an existing --out and its report.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (their code runs on load).")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (or the student list) as JSON.")
+@click.option("--list-students", is_flag=True,
+              help="List the built-in students with parameter counts for --data/--teacher, then exit.")
+@handle_errors
+def distill_command(teacher, data, student, out, temperature, alpha, features, attention, feature_weight,
+                    attention_weight, feature_loss, width, depth, epochs, batch_size, learning_rate, patience,
+                    validation_fraction, strategy, resume, force, seed, unsafe_deserialization, quiet, as_json,
+                    list_students):
+    """Distil a small student from a trained teacher (soft targets, features, attention).
+
+    \b
+    loss = (1 − α)·CE(labels, student) + α·T²·KL(teacher/T ‖ student/T)
+           [+ feature terms] [+ attention terms]; without labels the teacher term alone.
+
+    \b
+    Examples:
+      edgeqd distill --teacher teacher.keras --data fashion-mnist --out student.keras
+      edgeqd distill --teacher t.keras --data d.npz --student mobilenet --width 0.5 \\
+          --feature re_lu_3:block2_pw_relu --out s.keras
+      edgeqd distill --list-students --teacher teacher.keras --data fashion-mnist
+    """
+    if list_students:
+        _list_students(teacher, data, width, depth, unsafe_deserialization, as_json)
+        return
+    missing = [name for name, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if not value]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} (or pass --list-students)")
+    from edgeqd.distill import distill
+
+    result = distill(teacher, data, student, out, temperature=temperature, alpha=alpha, features=features,
+                     attention=attention, feature_weight=feature_weight, attention_weight=attention_weight,
+                     feature_loss=feature_loss, width=width, depth=depth, epochs=epochs, batch_size=batch_size,
+                     learning_rate=learning_rate, patience=patience or None,
+                     validation_fraction=validation_fraction, strategy=strategy, resume=resume, force=force,
+                     seed=seed, unsafe_deserialization=unsafe_deserialization, progress=not quiet)
+    if as_json:
+        print_json(result.to_dict())
+    elif result.student_path is not None:  # non-chief workers of a multi-worker run stay silent
+        console().print(_result_table(result))
+
+
+def register(group: click.Group) -> None:
+    """Add ``distill`` to the main command group.
+
+    Args:
+        group: the ``edgeqd`` click group.
+    """
+    group.add_command(distill_command)
