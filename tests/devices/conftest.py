@@ -186,7 +186,9 @@ class AdbSetup:
         bin_dir = folder / "bin"
         bin_dir.mkdir()
         if python_shim is None:
-            (bin_dir / "python3").symlink_to(sys.executable)
+            # A script, not a symlink: the venv is found from the interpreter's own path.
+            (bin_dir / "python3").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
+            (bin_dir / "python3").chmod(0o755)
         else:
             shutil.copy(python_shim, bin_dir / "python3")
         env = dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin")
