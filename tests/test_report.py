@@ -1,0 +1,149 @@
+"""edgeqd report: HTML rendered in headless Chromium, Markdown, graceful without bench data, atomic writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+from report_fixtures import tiny_run
+
+from edgeqd.cli import cli
+from edgeqd.errors import DataError, UsageError
+from edgeqd.report import EMULATED_MARK, load_report_data, pareto_front, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_with_bench():
+    """The tiny run plus a real local bench of its artifacts, and one hand-written emulated row."""
+    from edgeqd.cli_devices import bench_document
+    from edgeqd.devices import bench
+
+    run = tiny_run()
+    folder = run["dir"]
+    if not (folder / "bench_local.json").exists():
+        files = [folder / a["file"] for a in run["manifest"]["artifacts"] if a["status"] == "ok"]
+        rows = bench(files, ["local"], threads=(1, 2), runs=5, warmup=1, min_seconds=0.05, max_seconds=5)
+        document = bench_document(rows, {"artifacts": [str(f) for f in files], "devices": ["local"]})
+        (folder / "bench_local.json").write_text(json.dumps(document, default=str))
+        # A row as the qemu device writes it, to check the marking (running qemu costs ~25 s and 300 MB).
+        emulated = {**document["rows"][0], "device": "qemu-aarch64", "kind": "qemu-aarch64", "emulated": True,
+                    "latency_note": "emulated — not a device latency"}
+        emulated_doc = {**document, "rows": [emulated]}
+        (run["root"] / "bench_emulated.json").write_text(json.dumps(emulated_doc, default=str))
+    return run
+
+
+def test_pareto_front():
+    assert pareto_front([(1.0, 0.90), (2.0, 0.95), (3.0, 0.94), (1.0, 0.80), (4.0, 0.95)]) == [0, 1]
+    assert pareto_front([]) == []
+
+
+def test_html_is_self_contained_with_plots(run_with_bench, tmp_path):
+    run = run_with_bench
+    out = write_report([run["dir"], run["root"] / "bench_emulated.json"], tmp_path / "report.html")
+    text = out.read_text()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text)  # no network request possible
+    assert "<script" not in text and "@import" not in text
+    images = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 4  # accuracy vs size, accuracy vs latency, latency bars, memory
+    assert all(base64.b64decode(i).startswith(PNG_SIGNATURE) for i in images)
+    # Parity table: Keras reference and every artifact; emulated row marked.
+    for name in ("Keras (float)", "model_int8.tflite", "model_int8.onnx", "model_fp32.onnx"):
+        assert name in text
+    assert 'class="emulated"' in text and f"qemu-aarch64 {EMULATED_MARK}" in text
+    assert "Pipeline: run" in text and "calibration samples" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/system-deps.sh installs it)")
+def test_html_loads_in_headless_chromium_with_its_plots(run_with_bench, tmp_path):
+    run = run_with_bench
+    out = write_report([run["dir"], run["root"] / "bench_emulated.json"], tmp_path / "report.html")
+    # A copy with a probe script: the report itself has no script. It records, once the page has
+    # loaded, how many images decoded to a real size.
+    probe = out.read_text().replace("</body>", (
+        "<script>window.addEventListener('load', function () {"
+        "var imgs = Array.from(document.images);"
+        "var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 100; }).length;"
+        "document.body.setAttribute('data-probe', ok + '/' + imgs.length);});</script></body>"))
+    probe_file = tmp_path / "probe.html"
+    probe_file.write_text(probe)
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(flags + ["--virtual-time-budget=5000", "--dump-dom", probe_file.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-probe="4/4"' in dom.stdout, dom.stdout[:500]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
+    shot = subprocess.run(flags + [f"--screenshot={tmp_path / 'report.png'}", "--window-size=1200,3000",
+                                   out.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.returncode == 0 and not [l for l in shot.stderr.splitlines() if "CONSOLE" in l]
+    assert (tmp_path / "report.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_markdown_writes_the_same_sections_and_its_plots(run_with_bench, tmp_path):
+    run = run_with_bench
+    out = write_report([run["dir"]], tmp_path / "report.md", markdown=True)
+    text = out.read_text()
+    for heading in ("## Pipeline: run", "## Parity: Keras / TFLite / ONNX", "## Accuracy vs size",
+                    "## Accuracy vs latency", "## Latency per device and thread count", "## Memory", "## Bench rows"):
+        assert heading in text
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (tmp_path / target).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_without_bench_data_the_report_says_so(run_with_bench, tmp_path):
+    run_only = tmp_path / "run"
+    shutil.copytree(run_with_bench["dir"], run_only, ignore=shutil.ignore_patterns("bench*.json", "*.tflite",
+                                                                                   "*.onnx", "model_data.*"))
+    text = write_report([run_only], tmp_path / "report.html").read_text()
+    assert text.count("<img") == 1  # accuracy vs size only
+    assert "No bench data from a real device" in text and "Bench rows" not in text
+
+
+def test_bench_json_alone_is_enough(run_with_bench, tmp_path):
+    data = load_report_data([run_with_bench["dir"] / "bench_local.json"])
+    assert data.runs == [] and len(data.bench_rows) >= 8
+    assert write_report([run_with_bench["dir"] / "bench_local.json"], tmp_path / "r.html").exists()
+
+
+def test_existing_output_needs_force(run_with_bench, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("keep me")
+    with pytest.raises(UsageError, match="--force"):
+        write_report([run_with_bench["dir"]], out)
+    assert out.read_text() == "keep me"
+    write_report([run_with_bench["dir"]], out, force=True)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_bad_inputs_are_typed_errors(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        load_report_data([tmp_path / "missing"])
+    with pytest.raises(UsageError, match="no manifest.json or bench JSON"):
+        load_report_data([tmp_path])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(DataError, match="not readable JSON"):
+        load_report_data([broken])
+
+
+def test_cli_report(run_with_bench, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r.html"
+    result = runner.invoke(cli, ["report", str(run_with_bench["dir"]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output
+    again = runner.invoke(cli, ["report", str(run_with_bench["dir"]), "-o", str(out)])
+    assert again.exit_code == 2 and "Traceback" not in again.output
+    missing = runner.invoke(cli, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
