@@ -170,11 +170,19 @@ def _format_names() -> list[str]:
 @click.option("--unsafe-deserialization", is_flag=True,
               help="Allow Lambda layers (their Python code runs on load): only for trusted files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
+@click.option("--mode", default="ptq", show_default=True, type=click.Choice(["ptq", "qat"]),
+              help="ptq: calibrate int8 ranges; qat: quantization-aware fine-tuning first (see `edgeqd quantize`).")
+@click.option("--epochs", default=3, show_default=True, type=int, help="QAT fine-tuning epochs (--mode qat).")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None,
+              help="Distil from this model in every QAT step (--mode qat).")
+@click.option("--schedule", default="joint", show_default=True, type=click.Choice(["joint", "two-phase"]),
+              help="QAT + distillation schedule (--mode qat with --teacher).")
 @handle_errors
 def convert(model: Path, data: str, out: Path, formats: str, calibration_samples: int,
             calibration_method: str, per_tensor: bool, max_drop: Optional[float],
             eval_samples: Optional[int], seed: int, force: bool, unsafe_deserialization: bool,
-            as_json: bool) -> None:
+            as_json: bool, mode: str = "ptq", epochs: int = 3, teacher: Optional[Path] = None,
+            schedule: str = "joint") -> None:
     """Convert MODEL (.keras, .h5 or SavedModel) to verified int8/float TFLite and ONNX.
 
     Every artifact is loaded back in LiteRT / ONNX Runtime and evaluated on the
@@ -185,6 +193,23 @@ def convert(model: Path, data: str, out: Path, formats: str, calibration_samples
     from edgeqd.tables import convert_table
 
     names = [f.strip() for f in formats.split(",") if f.strip()]
+    if mode == "qat":  # QAT fine-tunes before converting: edgeqd quantize does it (issue 4)
+        from edgeqd.cli_quantize import show_result
+        from edgeqd.quantize import quantize
+
+        with progress_bar(quiet=as_json) as report:
+            result = quantize(model, data, out, mode=mode, teacher=teacher, schedule=schedule, epochs=epochs,
+                              formats=names, calibration_samples=calibration_samples, max_drop=max_drop,
+                              force=force, unsafe_deserialization=unsafe_deserialization,
+                              eval_samples=eval_samples, per_channel=not per_tensor,
+                              calibration=calibration_method, seed=seed, progress=report)
+        show_result(result, as_json)
+        result.raise_for_problems()
+        return
+    if teacher is not None:
+        from edgeqd.errors import UsageError
+
+        raise UsageError("--teacher applies to --mode qat")
     with progress_bar(quiet=as_json) as report:
         result = run_convert(model, data, out, formats=names, calibration_samples=calibration_samples,
                              max_drop=max_drop, force=force, unsafe_deserialization=unsafe_deserialization,
@@ -234,6 +259,12 @@ _register_report_commands(cli)
 from edgeqd.cli_distill import register as _register_distill_commands  # noqa: E402
 
 _register_distill_commands(cli)
+
+
+# edgeqd quantize (issue 4) lives in its own module.
+from edgeqd.cli_quantize import register as _register_quantize_commands  # noqa: E402
+
+_register_quantize_commands(cli)
 
 
 def main() -> None:
