@@ -93,7 +93,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = os.environ.get("EDGEQD_DEMO_OUT", "demo_out")
     args = ["convert", str(teacher), "--data", "fashion-mnist", "--out", out, "--force"]
     print("== edgeqd " + " ".join(args), flush=True)
-    return cli.main(args=args + list(argv or []), prog_name="edgeqd", standalone_mode=False) or 0
+    code = cli.main(args=args + list(argv or []), prog_name="edgeqd", standalone_mode=False) or 0
+    from edgeqd.report import write_report
+
+    report = write_report([out], Path(out) / "report.html", force=True)
+    print(f"== report: {report.resolve()} (open it in a browser; `edgeqd report --help` for more)", flush=True)
+    return code
 
 
 if __name__ == "__main__":
