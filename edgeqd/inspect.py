@@ -274,6 +274,8 @@ def _summarise(kind: str, tensors: list[dict], operators: list[dict], graph_inpu
         scheme = "dynamic-range"
     elif kind == "onnx":
         scheme = "int8 (QDQ)" if not compute_float else "int8 (QDQ) with float fallback"
+    elif any(t["dtype"] == "int16" and not t["constant"] for t in tensors) and not modes["float"]:
+        scheme = "int16x8"  # int16 activations, int8 weights
     elif not modes["float"] and not modes["hybrid"]:
         scheme = "full-int8"
     else:

@@ -63,7 +63,11 @@ def tiny_run() -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="edgeqd-report-tests-"))
     atexit.register(shutil.rmtree, root, True)
     model = tiny_model()
-    result = convert(model, tiny_dataset(), root / "run", calibration_samples=32, eval_samples=64)
+    from edgeqd.converters import CONVERTERS
+
+    # Every registered format: inspect must describe whatever convert can produce.
+    result = convert(model, tiny_dataset(), root / "run", formats=sorted(CONVERTERS), calibration_samples=32,
+                     eval_samples=64)
     result.raise_for_problems()
     # Dynamic-range (weights-only) TFLite: int8 weights, float activations and I/O.
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

@@ -24,7 +24,18 @@ def artifact(run, fmt):
     return run["dir"] / entry["file"]
 
 
-@pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"])
+ALL_FORMATS = ["tflite-fp32", "tflite-int8", "tflite-fp16", "tflite-int16x8", "onnx-fp32", "onnx-int8"]
+SCHEMES = {"tflite-fp32": "float32", "tflite-int8": "full-int8", "tflite-fp16": "float16 weights",
+           "tflite-int16x8": "int16x8", "onnx-fp32": "float32", "onnx-int8": "int8 (QDQ)"}
+
+
+def test_every_registered_format_is_covered():
+    from edgeqd.converters import CONVERTERS
+
+    assert set(CONVERTERS) == set(ALL_FORMATS), "a new converter needs an inspect test case"
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
 def test_every_artifact_lists_operators_io_and_sizes(run, fmt):
     info = inspect_artifact(artifact(run, fmt))
     types = {row["type"] for row in info["operators"]}
@@ -38,6 +49,8 @@ def test_every_artifact_lists_operators_io_and_sizes(run, fmt):
     assert 3200 < params["count"] < 4000  # 36 conv + 3232 dense + 330 logits, ± folded BN / shape constants
     assert params["weights_bytes"] + params["graph_bytes"] <= info["bytes"]
     assert info["metadata"]  # embedded by convert (TFLite Metadata / metadata_props)
+    assert info["quantization"] == SCHEMES[fmt]
+    assert info["float_fallback"] == []  # this model has no op that falls back to float compute
 
 
 def test_full_int8_tflite_has_no_float_ops_and_matches_the_manifest(run):
