@@ -153,3 +153,30 @@ def test_cli_broken_file_exits_3_without_traceback(tmp_path):
     result = CliRunner().invoke(cli, ["inspect", str(path)])
     assert result.exit_code == 3
     assert "Traceback" not in result.output and "not a TFLite flatbuffer" in result.output
+
+
+def test_int8_model_with_a_float_op_flags_the_fallback(tmp_path):
+    # SIN has no int8 kernel: without TFLITE_BUILTINS_INT8 the converter leaves it in float between
+    # DEQUANTIZE and QUANTIZE, the silent fallback users need to see.
+    import tensorflow as tf
+    import tf_keras as keras
+    from tf_keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,), name="x")
+    hidden = layers.Lambda(lambda t: tf.math.sin(t))(layers.Dense(16)(inputs))
+    model = keras.Model(inputs, layers.Dense(4)(hidden))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    samples = np.random.default_rng(0).random((10, 1, 8)).astype(np.float32)
+    converter.representative_dataset = lambda: ([s] for s in samples)
+    path = tmp_path / "fallback.tflite"
+    path.write_bytes(converter.convert())
+
+    info = inspect_artifact(path)
+    assert info["quantization"] == "int8 with float fallback"
+    assert [op["type"] for op in info["float_ops"]] == ["SIN"]
+    assert info["float_fallback"] == [f"SIN #{info['float_ops'][0]['index']}"]
+    assert next(row for row in info["operators"] if row["type"] == "SIN")["float"] is True
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert "float in a quantized model" in result.output
