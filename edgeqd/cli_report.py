@@ -5,6 +5,7 @@ Registered on the main group by :func:`register`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,6 +35,8 @@ def inspect_tables(info: dict[str, Any]) -> list:
 
     Args:
         info: the dict returned by :func:`edgeqd.inspect.inspect_artifact`.
+
+    >>> inspect_tables(inspect_artifact("model_int8.tflite"))  # doctest: +SKIP
     """
     from rich.table import Table
     from rich.text import Text
@@ -91,7 +94,7 @@ def inspect_tables(info: dict[str, Any]) -> list:
         meta.add_column("key")
         meta.add_column("value", overflow="fold")
         for key, value in info["metadata"].items():
-            text = value if isinstance(value, str) else __import__("json").dumps(value)
+            text = value if isinstance(value, str) else json.dumps(value)
             meta.add_row(key, text[:300] + ("…" if len(text) > 300 else ""))
         renderables.append(meta)
     return renderables
@@ -139,6 +142,8 @@ def register(group: click.Group) -> None:
 
     Args:
         group: the ``edgeqd`` click group.
+
+    >>> register(click.Group("demo"))
     """
     group.add_command(inspect_command)
     group.add_command(report_command)

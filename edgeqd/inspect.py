@@ -404,9 +404,9 @@ def read_tflite_model_metadata(raw: bytes) -> dict[str, Any]:
     Args:
         raw: the bytes of the model's ``TFLITE_METADATA`` buffer.
 
-    >>> read_tflite_model_metadata(b"")  # doctest: +SKIP
-    Traceback (most recent call last):
-    edgeqd.errors.ArtifactError: ...
+    >>> from edgeqd.bundle import build_tflite_model_metadata
+    >>> read_tflite_model_metadata(build_tflite_model_metadata({"model_name": "m"}, [], []))["name"]
+    'm'
     """
     from edgeqd import tflite_metadata_schema as meta
 

@@ -368,6 +368,9 @@ def size_points(runs: list[Run]) -> list[dict]:
 
     Args:
         runs: convert runs.
+
+    >>> size_points([])
+    []
     """
     points = []
     for run in runs:
@@ -385,6 +388,9 @@ def latency_points(data: ReportData) -> list[dict]:
 
     Args:
         data: the report's inputs.
+
+    >>> latency_points(ReportData("t"))
+    []
     """
     accuracy_of = {}
     for run in data.runs:
@@ -411,6 +417,9 @@ def latency_bars(rows: list[dict], metric: str = "latency") -> Optional[bytes]:
     Args:
         rows: ok bench rows.
         metric: "latency" (p50/p90 ms) or "memory" (peak RSS MB).
+
+    >>> latency_bars([]) is None
+    True
     """
     rows = [r for r in rows if r.get("status") == "ok" and
             (r.get("p50_ms") if metric == "latency" else r.get("peak_rss_mb")) is not None]
@@ -473,6 +482,9 @@ def build_plots(data: ReportData) -> list[Plot]:
 
     Args:
         data: the report's inputs.
+
+    >>> [p.png for p in build_plots(ReportData("t"))]
+    [None, None, None, None]
     """
     sizes = size_points(data.runs)
     latencies = latency_points(data)
