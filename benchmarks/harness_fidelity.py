@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         fp32, int8 = demo_like_models(folder)
         source = "demo-like models (the demo teacher's architecture, built by this script)"
 
+    import os
+
+    load_before = os.getloadavg()[0]
     results = {}
     for threads in (1, 2):
         for label, model in (("float32", fp32), ("int8", int8)):
@@ -139,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         speed.append(f"| {threads} | {f['edgeqd']['p50'] / i['edgeqd']['p50']:.2f}× | "
                      f"{f['litert']['p50'] / i['litert']['p50']:.2f}× |")
     body = "\n".join([
-        f"Models: {source}. Machine: {machine()}.",
+        f"Models: {source}. Machine: {machine()}; 1-minute load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after the run (other jobs shared the cores: with load above the core "
+        f"count, the 2-thread rows measure contention as much as the harness).",
         f"Each figure is the median of {args.rounds} alternating runs (edgeqd, litert-benchmark, edgeqd, …) "
         f"of {args.runs} timed inferences after 5 warmups, XNNPACK on in both. edgeqd times "
         "`Interpreter.invoke()` on a real Fashion-MNIST sample; litert-benchmark (ai-edge-litert's own "
