@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     from edgeqd.data import load_dataset
     from edgeqd.demo import train_demo_teacher
-    from edgeqd.distill import _split, distill
+    from edgeqd.distill import distill, split_validation
     from edgeqd.models import load_model
     from edgeqd.students import build_student, size_to_teacher
     from edgeqd.types import Dataset
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         for family, width, label, settings in rows:
             t0 = time.time()
             if settings is None:
-                x_train, y_train, x_val, y_val = _split(data, 0.1, seed)
+                x_train, y_train, x_val, y_val = split_validation(data, 0.1, seed)
                 keras.utils.set_random_seed(seed)
                 student = build_student(family, (28, 28, 1), 10, width)
                 student = keras_io_peer(teacher, student, (x_train, y_train), (x_val, y_val), args.epochs,

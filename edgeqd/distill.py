@@ -719,8 +719,22 @@ def _materialize(spec: ModelSpec, role: str, unsafe_deserialization: bool, strat
     return load_model(spec, unsafe_deserialization=unsafe_deserialization), str(spec)
 
 
-def _split(dataset: Dataset, validation_fraction: float, seed: int):
-    """Training and validation arrays: a seeded hold-out of the training split (the evaluation split stays unseen)."""
+def split_validation(dataset: Dataset, validation_fraction: float, seed: int):
+    """Training and validation arrays: a seeded hold-out of the training split (the evaluation split stays unseen).
+
+    Args:
+        dataset: the data.
+        validation_fraction: share of the training split held out; 0 validates on the evaluation split.
+        seed: seed of the permutation.
+
+    Returns:
+        (x_train, y_train, x_val, y_val); labels are None for unlabelled data.
+
+    >>> import numpy as np
+    >>> d = Dataset("d", np.zeros((10, 2), "f4"), np.arange(10), np.zeros((4, 2), "f4"), np.arange(4))
+    >>> [len(a) for a in split_validation(d, 0.2, seed=0)]
+    [8, 8, 2, 2]
+    """
     x, y = dataset.x_train, dataset.y_train
     if validation_fraction <= 0:
         return x, y, dataset.x_eval, dataset.y_eval
@@ -1060,7 +1074,7 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
             check_teacher_outputs_logits(distiller.teacher, dataset.x_train[:256])
         distiller.compile(optimizer=keras.optimizers.Adam(learning_rate))
 
-    x_train, y_train, x_val, y_val = _split(dataset, validation_fraction, seed)
+    x_train, y_train, x_val, y_val = split_validation(dataset, validation_fraction, seed)
     labelled = y_train is not None and y_val is not None
     if not labelled:
         y_train = y_val = None  # no-label mode: the teacher term alone

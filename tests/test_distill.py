@@ -441,3 +441,13 @@ def test_two_workers_reach_single_worker_accuracy(teacher_path, student_data, tm
     assert abs(accuracies[0] - single_accuracy) <= 0.07, (accuracies, single_accuracy)
     # Only the chief (worker 0) wrote the student and its report.
     assert (tmp_path / "student.keras").is_file() and (tmp_path / "student.distill.json").is_file()
+
+
+def test_distill_for_convert_returns_a_saved_student(teacher_path, student_data, tmp_path):
+    # The hook `edgeqd convert --distill-from TEACHER --student SPEC` calls.
+    from edgeqd.distill import distill_for_convert
+
+    result = distill_for_convert(teacher_path, student_data, "mlp", tmp_path / "student.keras", epochs=1,
+                                 batch_size=64, progress=False)
+    assert Path(result.student_path).is_file() and result.student is not None
+    assert result.to_dict()["settings"]["student"] == "mlp"
