@@ -6,6 +6,8 @@ edges), calibrated on the same representative samples as the TFLite model.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +103,14 @@ def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[context.calibration_method]
     try:
-        quantize_static(str(prepared), str(out_path), _CalibrationReader(input_name, context.calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=context.per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        # ONNX Runtime's histogram calibrators print progress to stdout, which must stay
+        # clean for `--json`; send it to stderr with the rest of the chatter.
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(str(prepared), str(out_path), _CalibrationReader(input_name, context.calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=context.per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=method,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConversionError(f"ONNX Runtime static quantization failed: {first[:400]}") from None
