@@ -13,8 +13,6 @@ from typing import Any, Optional
 
 import click
 
-from edgeqd.cli import console, handle_errors, print_json, progress_bar
-
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
@@ -54,6 +52,7 @@ def show_result(result, as_json: bool) -> None:
         result: the :class:`edgeqd.pipeline.ConvertResult` of :func:`edgeqd.quantize.quantize`.
         as_json: print the manifest as JSON instead.
     """
+    from edgeqd.cli import console, print_json
     from edgeqd.tables import convert_table
 
     manifest = result.manifest
@@ -81,6 +80,8 @@ def register(cli: click.Group) -> None:
     Args:
         cli: the ``edgeqd`` click group.
     """
+    # Imported here, not at the top: edgeqd.cli imports this module while it is being built.
+    from edgeqd.cli import handle_errors, progress_bar
 
     @cli.command("quantize")
     @click.argument("model", type=click.Path(path_type=Path))

@@ -119,19 +119,16 @@ def _tf_data(x: np.ndarray, y: Optional[np.ndarray], batch_size: int, seed: int)
     return ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(2)
 
 
-class _EpochReport:
-    """A Keras callback forwarding epoch ends to ``progress`` and keeping the figures."""
+def _epoch_callback(phase: str, progress: ProgressCallback, offset: int, total: int, history: list):
+    """A Keras callback that appends each epoch's figures to ``history`` and reports progress."""
+    import tf_keras as keras
 
-    def __new__(cls, phase: str, progress: ProgressCallback, offset: int, total: int, history: list):
-        import tf_keras as keras
+    def on_epoch_end(epoch, logs=None):
+        figures = {k: round(float(v), 5) for k, v in (logs or {}).items()}
+        history.append({"phase": phase, "epoch": epoch + 1, **figures})
+        progress(f"{phase}: epoch {epoch + 1} done", offset + epoch + 1, total)
 
-        class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                figures = {k: round(float(v), 5) for k, v in (logs or {}).items()}
-                history.append({"phase": phase, "epoch": epoch + 1, **figures})
-                progress(f"{phase}: epoch {epoch + 1} done", offset + epoch + 1, total)
-
-        return Callback()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def _fit_distiller(student, teacher, x, y, *, epochs, batch_size, learning_rate, temperature, alpha,
@@ -320,12 +317,12 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
             float_student = _fit_distiller(
                 _copy(student_logits), teacher_model, x_train, y_train, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, temperature=temperature, alpha=alpha, features=features, seed=seed,
-                callback=_EpochReport("float distillation", report, 0, total, history))
+                callback=_epoch_callback("float distillation", report, 0, total, history))
             float_after_phase1 = _accuracy(float_student, x_eval, y_eval)
         report("rewriting for quantization", phases * epochs - epochs, total)
         prepared = prepare_qat(float_student, x_train, per_channel=per_channel, strict=strict)
         offset = (phases - 1) * epochs
-        qat_callback = _EpochReport("qat", report, offset, total, history)
+        qat_callback = _epoch_callback("qat", report, offset, total, history)
         if effective == "joint":
             qat_model = _fit_distiller(
                 prepared.qat_model, teacher_model, x_train, y_train, epochs=epochs, batch_size=batch_size,
