@@ -8,119 +8,14 @@ line and exit with their code; no traceback is shown for a user's mistake.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import os
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Optional
 
 import click
 
 from edgeqd import __version__
-from edgeqd.errors import EdgeqdError
-
-EXIT_CODES_HELP = "Exit codes: 0 ok, 2 usage, 3 bad data or model, 4 conversion failure, 5 device failure."
-
-
-def handle_errors(func: Callable) -> Callable:
-    """Turn :class:`EdgeqdError` into a one-line message and its exit code.
-
-    Args:
-        func: a click command callback.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EdgeqdError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def print_json(data: Any) -> None:
-    """Print machine output: indented JSON on stdout.
-
-    Args:
-        data: anything ``json.dumps`` accepts (non-JSON values are turned into strings).
-    """
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def console():
-    """The rich console for tables (stdout); wide when piped, so tables stay readable in logs."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-@contextlib.contextmanager
-def native_logs_captured() -> Iterator[Optional[int]]:
-    """Send TensorFlow's and LiteRT's C++ log lines (written straight to fd 2) to a scratch file.
-
-    Yields a duplicate of the real stderr descriptor for our own output (None when
-    stderr has no descriptor, e.g. under a test runner). If something other than an
-    edgeqd error escapes, the captured lines are replayed: they then matter.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield None
-        return
-    log = tempfile.TemporaryFile()
-    os.dup2(log.fileno(), 2)
-    try:
-        yield saved
-    except EdgeqdError:
-        raise
-    except BaseException:
-        os.dup2(saved, 2)
-        log.seek(0)
-        sys.stderr.write(log.read().decode("utf-8", "replace"))
-        raise
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        log.close()
-
-
-@contextlib.contextmanager
-def progress_bar(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr, driven by ``report(step, done, total)`` callbacks.
-
-    Native library log lines are kept off the terminal meanwhile (see :func:`native_logs_captured`).
-
-    Args:
-        quiet: show no bar (for ``--json`` output).
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with native_logs_captured() as stderr_fd:
-        if quiet:
-            yield lambda step, done, total: None
-            return
-        stream = os.fdopen(os.dup(stderr_fd), "w") if stderr_fd is not None else sys.stderr
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=Console(file=stream), transient=True) as bar:
-            task = bar.add_task("starting", total=1)
-
-            def report(step: str, done: int, total: int) -> None:
-                bar.update(task, description=step, completed=done, total=total)
-
-            yield report
-        if stream is not sys.stderr:
-            stream.close()
+from edgeqd.cli_common import (EXIT_CODES_HELP, console, handle_errors, native_logs_captured,  # noqa: F401
+                               print_json, progress_bar)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
@@ -151,7 +46,7 @@ def _format_names() -> list[str]:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--data", required=True, help="'fashion-mnist', an .npz with x and y (x_val/y_val optional), "
               "or an image folder with one sub-folder per class.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (created atomically).")
@@ -177,18 +72,30 @@ def _format_names() -> list[str]:
               help="Distil from this model in every QAT step (--mode qat).")
 @click.option("--schedule", default="joint", show_default=True, type=click.Choice(["joint", "two-phase"]),
               help="QAT + distillation schedule (--mode qat with --teacher).")
+@click.option("--distill-from", type=click.Path(path_type=Path), default=None,
+              help="Distil a student from this teacher first, then convert the student (no MODEL).")
+@click.option("--student", default="cnn", show_default=True,
+              help="Student for --distill-from: a built-in family (edgeqd distill --list-students) or a model path.")
+@click.option("--distill-epochs", default=20, show_default=True, type=int,
+              help="Most distillation epochs for --distill-from (early stopping may end sooner).")
 @handle_errors
-def convert(model: Path, data: str, out: Path, formats: str, calibration_samples: int,
+def convert(model: Optional[Path], data: str, out: Path, formats: str, calibration_samples: int,
             calibration_method: str, per_tensor: bool, max_drop: Optional[float],
             eval_samples: Optional[int], seed: int, force: bool, unsafe_deserialization: bool,
             as_json: bool, mode: str = "ptq", epochs: int = 3, teacher: Optional[Path] = None,
-            schedule: str = "joint") -> None:
+            schedule: str = "joint", distill_from: Optional[Path] = None, student: str = "cnn",
+            distill_epochs: int = 20) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel) to verified int8/float TFLite and ONNX.
 
     Every artifact is loaded back in LiteRT / ONNX Runtime and evaluated on the
     held-out split; DIR/manifest.json records sizes, quantization parameters,
-    accuracy, agreement with the float model and sha256 digests.
+    accuracy, agreement with the float model and sha256 digests. With
+    --distill-from TEACHER --student SPEC a student is distilled first and converted.
     """
+    from edgeqd.errors import UsageError
+
+    if mode == "qat" and distill_from is not None:
+        raise UsageError("--distill-from runs with --mode ptq; for QAT with a teacher use --mode qat --teacher")
     from edgeqd.pipeline import convert as run_convert
     from edgeqd.tables import convert_table
 
@@ -207,14 +114,13 @@ def convert(model: Path, data: str, out: Path, formats: str, calibration_samples
         result.raise_for_problems()
         return
     if teacher is not None:
-        from edgeqd.errors import UsageError
-
         raise UsageError("--teacher applies to --mode qat")
     with progress_bar(quiet=as_json) as report:
         result = run_convert(model, data, out, formats=names, calibration_samples=calibration_samples,
                              max_drop=max_drop, force=force, unsafe_deserialization=unsafe_deserialization,
                              eval_samples=eval_samples, per_channel=not per_tensor,
-                             calibration_method=calibration_method, seed=seed, progress=report)
+                             calibration_method=calibration_method, seed=seed, distill_from=distill_from,
+                             student=student, distill_epochs=distill_epochs, progress=report)
     if as_json:
         print_json(result.manifest)
     else:
@@ -244,27 +150,11 @@ def formats_command(as_json: bool) -> None:
     console().print(table)
 
 
-# edgeqd bench / edgeqd devices (issue 5) live in their own module.
-from edgeqd.cli_devices import register as _register_device_commands  # noqa: E402
+# Each command family lives in its own module and registers itself on the group.
+from edgeqd import cli_devices, cli_distill, cli_quantize, cli_report  # noqa: E402
 
-_register_device_commands(cli)
-
-# edgeqd inspect / edgeqd report (issue 6) live in their own module.
-from edgeqd.cli_report import register as _register_report_commands  # noqa: E402
-
-_register_report_commands(cli)
-
-
-# edgeqd distill (issue 3) lives in its own module.
-from edgeqd.cli_distill import register as _register_distill_commands  # noqa: E402
-
-_register_distill_commands(cli)
-
-
-# edgeqd quantize (issue 4) lives in its own module.
-from edgeqd.cli_quantize import register as _register_quantize_commands  # noqa: E402
-
-_register_quantize_commands(cli)
+for _module in (cli_devices, cli_report, cli_distill, cli_quantize):
+    _module.register(cli)
 
 
 def main() -> None:

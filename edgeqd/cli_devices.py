@@ -15,7 +15,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli import console, handle_errors, native_logs_captured, print_json
+from edgeqd.cli_common import console, handle_errors, native_logs_captured, print_json
 from edgeqd.errors import DeviceError, UsageError
 
 EMULATED_MARK = "†"

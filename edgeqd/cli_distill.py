@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli import console, handle_errors, print_json
+from edgeqd.cli_common import console, handle_errors, print_json
 from edgeqd.errors import UsageError
 
 _DEMO_SHAPE, _DEMO_CLASSES = (28, 28, 1), 10

@@ -52,7 +52,7 @@ def show_result(result, as_json: bool) -> None:
         result: the :class:`edgeqd.pipeline.ConvertResult` of :func:`edgeqd.quantize.quantize`.
         as_json: print the manifest as JSON instead.
     """
-    from edgeqd.cli import console, print_json
+    from edgeqd.cli_common import console, print_json
     from edgeqd.tables import convert_table
 
     manifest = result.manifest
@@ -81,7 +81,7 @@ def register(cli: click.Group) -> None:
         cli: the ``edgeqd`` click group.
     """
     # Imported here, not at the top: edgeqd.cli imports this module while it is being built.
-    from edgeqd.cli import handle_errors, progress_bar
+    from edgeqd.cli_common import handle_errors, progress_bar
 
     @cli.command("quantize")
     @click.argument("model", type=click.Path(path_type=Path))

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import click
 
-from edgeqd.cli import console, handle_errors, print_json
+from edgeqd.cli_common import console, handle_errors, print_json
 
 
 def _size(n: int) -> str:

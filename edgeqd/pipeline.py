@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -196,7 +197,8 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
             unsafe_deserialization: bool = False, eval_samples: Optional[int] = None,
             per_channel: bool = True, calibration_method: str = "minmax",
             mode: QuantMode = QuantMode.PTQ, seed: int = 0, extra_manifest: Optional[dict] = None,
-            progress: Optional[ProgressCallback] = None) -> ConvertResult:
+            distill_from: str | Path | Any | None = None, student: str | Path = "cnn",
+            distill_epochs: int = 20, progress: Optional[ProgressCallback] = None) -> ConvertResult:
     """Convert a Keras model to verified TFLite/ONNX artifacts and write ``manifest.json``.
 
     Args:
@@ -215,6 +217,11 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
         mode: PTQ (calibrate) or QAT (the model is quantization-aware; ship its ranges).
         seed: seed of the calibration draw and of any held-out split.
         extra_manifest: more top-level manifest fields (e.g. QAT or distillation settings).
+        distill_from: a teacher to distil a student from first (distill → convert in one
+            call); ``model`` must then be None. The student is saved in ``out`` as
+            ``student.keras`` with its ``student.distill.json``.
+        student: the student for ``distill_from``: a built-in family or a model path.
+        distill_epochs: most distillation epochs (early stopping may end sooner).
         progress: called as ``progress(step, done, total)`` while working.
 
     Returns:
@@ -222,10 +229,8 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
 
     >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
     """
-    from edgeqd.bundle import write_bundle
-    from edgeqd.converters import DEFAULT_FORMATS, ConversionContext
-    from edgeqd.models import describe_model, file_sha256, load_model
-    from edgeqd.outputs import atomic_dir, check_writable
+    from edgeqd.converters import DEFAULT_FORMATS
+    from edgeqd.outputs import check_writable
 
     names = resolve_formats(list(formats) or list(DEFAULT_FORMATS))
     out = Path(out)
@@ -234,8 +239,44 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
         raise UsageError(f"--max-drop must be >= 0 points, got {max_drop}")
     if eval_samples is not None and eval_samples <= 0:
         raise UsageError(f"--eval-samples must be positive, got {eval_samples}")
-    total = len(names) + 2
     report = progress or (lambda step, done, total: None)
+
+    scratch = Path(tempfile.mkdtemp(prefix="edgeqd-work-"))
+    try:
+        return _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
+                        eval_samples, per_channel, calibration_method, mode, seed, dict(extra_manifest or {}),
+                        distill_from, student, distill_epochs, report, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
+             eval_samples, per_channel, calibration_method, mode, seed, extra_manifest, distill_from,
+             student, distill_epochs, report, scratch: Path) -> ConvertResult:
+    """The body of :func:`convert` once its arguments are checked; ``scratch`` is removed by the caller."""
+    from edgeqd.bundle import write_bundle
+    from edgeqd.converters import ConversionContext
+    from edgeqd.models import describe_model, file_sha256, load_model
+    from edgeqd.outputs import atomic_dir
+
+    total = len(names) + 2
+    student_files: list[Path] = []
+    if distill_from is not None:
+        if model is not None:
+            raise UsageError("give either MODEL or --distill-from TEACHER (with --student), not both")
+        from edgeqd.distill import distill_for_convert
+
+        report(f"distilling a {student} student (up to {distill_epochs} epochs)", 0, total)
+        distilled = distill_for_convert(distill_from, data, student, scratch / "student.keras",
+                                        epochs=distill_epochs, seed=seed,
+                                        unsafe_deserialization=unsafe_deserialization, progress=False)
+        model = distilled.student
+        student_files = [Path(p) for p in (distilled.student_path, distilled.report_path) if p]
+        # The student is copied into the output folder: point the manifest at those copies.
+        extra_manifest["distillation"] = {**distilled.to_dict(), "student_path": student_files[0].name,
+                                          "report_path": student_files[1].name if len(student_files) > 1 else None}
+    elif model is None:
+        raise UsageError("give MODEL, or --distill-from TEACHER to distil a student first")
 
     report("loading model and data", 0, total)
     model_path = None
@@ -252,8 +293,10 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
     keras_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
 
     results: list[ArtifactResult] = []
-    with atomic_dir(out, force=force) as tmp, tempfile.TemporaryDirectory(prefix="edgeqd-work-") as work:
-        context = ConversionContext(model=model, calibration=calibration, workdir=Path(work), mode=mode,
+    with atomic_dir(out, force=force) as tmp:
+        for file in student_files:
+            shutil.copy2(file, tmp / file.name)
+        context = ConversionContext(model=model, calibration=calibration, workdir=scratch, mode=mode,
                                     per_channel=per_channel, calibration_method=calibration_method,
                                     metadata=artifact_metadata(model, dataset))
         for done, name in enumerate(names, start=2):
@@ -286,7 +329,7 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
             "artifacts": [r.to_dict() for r in results],
             "max_drop": max_drop,
             "problems": problems,
-            **(extra_manifest or {}),
+            **extra_manifest,
         }
         manifest["bundle"] = write_bundle(tmp, manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -159,7 +159,7 @@ def test_json_output_is_the_manifest(tmp_path, small_model_path, small_npz):
 @pytest.mark.slow
 def test_real_process_exit_code_and_no_traceback(tmp_path, small_npz):
     """The installed console script, in its own process: exit 3 and one line on stderr."""
-    proc = subprocess.run([sys.executable, "-m", "edgeqd.cli", "convert", str(tmp_path / "missing.h5"),
+    proc = subprocess.run([sys.executable, "-m", "edgeqd", "convert", str(tmp_path / "missing.h5"),
                            "--data", str(small_npz), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3
@@ -180,3 +180,29 @@ def test_zip_without_config_is_a_corrupt_model(tmp_path, small_npz):
         archive.writestr("nothing.txt", "")
     result = run("convert", path, "--data", small_npz, "--out", tmp_path / "o")
     assert result.exit_code == 3 and "corrupt or unreadable" in result.output
+
+
+def test_convert_distill_from_runs_distill_then_convert(tmp_path, small_model_path, small_npz):
+    """One command: a student distilled from the tiny CNN, converted and verified, kept beside the artifacts."""
+    out = tmp_path / "out"
+    result = run("convert", "--distill-from", small_model_path, "--student", "mlp", "--distill-epochs", 1,
+                 "--data", small_npz, "--out", out, "--formats", "tflite-int8", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    distillation = manifest["distillation"]
+    assert distillation["student_path"] == "student.keras" and (out / "student.keras").exists()
+    assert (out / "student.distill.json").exists()
+    assert distillation["student_params"] == manifest["input_model"]["params"]
+    from edgeqd.models import load_model
+
+    assert distillation["teacher_params"] == load_model(small_model_path).count_params()
+    assert manifest["artifacts"][0]["status"] == "ok"
+
+
+def test_convert_needs_a_model_or_a_teacher(tmp_path, small_model_path, small_npz):
+    result = run("convert", "--data", small_npz, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "give MODEL, or --distill-from" in result.output
+    result = run("convert", small_model_path, "--distill-from", small_model_path, "--data", small_npz,
+                 "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "not both" in result.output
+    assert not (tmp_path / "o").exists()
