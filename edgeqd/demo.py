@@ -84,7 +84,7 @@ def train_demo_teacher(path: Optional[Path] = None, epochs: int = DEMO_EPOCHS, s
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Train (or reuse) the teacher, then run ``edgeqd convert`` on it into ``demo_out/``."""
+    """Train (or reuse) the teacher, convert it into ``demo_out/``, bench it on this host, write the report."""
     from edgeqd.cli import cli
 
     print("== edgeqd demo: teacher (cached after the first run)", flush=True)
@@ -94,6 +94,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ["convert", str(teacher), "--data", "fashion-mnist", "--out", out, "--force"]
     print("== edgeqd " + " ".join(args), flush=True)
     code = cli.main(args=args + list(argv or []), prog_name="edgeqd", standalone_mode=False) or 0
+    # Latency and memory on this host fill the report's device sections (a few seconds).
+    artifacts = [str(Path(out) / name) for name in ("model_int8.tflite", "model_fp32.tflite", "model_int8.onnx")]
+    bench_args = ["bench", *artifacts, "--device", "local", "--data", "fashion-mnist", "--threads", "1,2",
+                  "--json", str(Path(out) / "bench.json"), "--force"]
+    print("== edgeqd " + " ".join(bench_args), flush=True)
+    cli.main(args=bench_args, prog_name="edgeqd", standalone_mode=False)
     from edgeqd.report import write_report
 
     report = write_report([out], Path(out) / "report.html", force=True)
