@@ -16,7 +16,7 @@ TESTED_ELSEWHERE: dict[str, str] = {}
 
 def test_every_registered_converter_has_a_test():
     untested = set(CONVERTERS) - set(CONVERTER_CASES) - set(TESTED_ELSEWHERE)
-    assert not untested, f"add a case to tests/converters/test_registry.py for {sorted(untested)}"
+    assert not untested, f"add a case to tests/converters/test_converters.py for {sorted(untested)}"
 
 
 CONVERTER_CASES = sorted(CONVERTERS)
