@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import click
 
+from edgeqd.cli_common import console, handle_errors, print_json, progress_bar
+
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
