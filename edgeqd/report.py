@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 from edgeqd import __version__
 from edgeqd.errors import DataError, UsageError
+from edgeqd.tables import reference_label
 
 MANIFEST = "manifest.json"
 EMULATED_MARK = "†"
@@ -234,7 +235,7 @@ def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
     rows = []
     for run in runs:
         keras = run.manifest.get("keras") or {}
-        rows.append({"run": run.name, "artifact": "Keras (float)", "runtime": "keras", "dtype": "float32",
+        rows.append({"run": run.name, "artifact": reference_label(run.manifest), "runtime": "keras", "dtype": "float32",
                      "size": "", "top-1": _pct(keras.get("accuracy")), "Δ pts": "", "agreement": "reference",
                      "mean |Δ|": "", "status": "reference", "_class": "reference"})
         for a in run.manifest.get("artifacts") or []:

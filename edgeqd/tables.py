@@ -15,6 +15,16 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def reference_label(manifest: dict[str, Any]) -> str:
+    """Name of the Keras model the artifacts were compared with: the float one, or QAT's fake-quant one.
+
+    Args:
+        manifest: the content of ``manifest.json``.
+    """
+    qat = manifest.get("calibration", {}).get("mode") == "qat"
+    return "Keras (QAT fake-quant)" if qat else "Keras (float)"
+
+
 def convert_table(manifest: dict[str, Any]) -> Table:
     """The ``edgeqd convert`` table: one row per artifact, the Keras float model first.
 
@@ -30,7 +40,7 @@ def convert_table(manifest: dict[str, Any]) -> Table:
                             ("× fp32 tflite", "right"), ("accuracy", "right"), ("Δ pts", "right"),
                             ("agreement", "right"), ("mean |Δ|", "right"), ("status", "left")):
         table.add_column(column, justify=justify)
-    table.add_row("Keras (float)", "float32", "", "", "", _pct(keras_acc), "", "", "", "reference")
+    table.add_row(reference_label(manifest), "float32", "", "", "", _pct(keras_acc), "", "", "", "reference")
     for a in manifest["artifacts"]:
         if a["status"] != "ok":
             table.add_row(a["format"], "", "", "", "", "", "", "", "", f"[red]failed[/red]: {a['reason'][:80]}")
