@@ -421,7 +421,7 @@ def benchmark(args):
     samples = labels = reference = None
     if args.data:
         try:
-            with np.load(args.data) as archive:
+            with np.load(args.data, allow_pickle=False) as archive:
                 samples = archive["x"].astype(np.float32)
                 labels = archive["y"] if "y" in archive.files else None
                 reference = archive["reference"] if "reference" in archive.files else None
