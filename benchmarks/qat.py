@@ -34,6 +34,7 @@ import edgeqd  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np  # noqa: E402
 
 from _common import machine, write_section  # noqa: E402
+from edgeqd.quantize import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE  # noqa: E402
 
 SECTION = "Quantization-aware training (issue 4)"
 ROWS = ("float student", "PTQ per-tensor", "PTQ per-channel", "TFMOT quantize_model QAT (labels)",
@@ -72,12 +73,14 @@ def run_seed(seed: int, teacher, dataset, args, work: Path) -> dict:
     distiller.fit(dataset.x_train, dataset.y_train, batch_size=128, epochs=args.float_epochs, verbose=0,
                   shuffle=True)
     float_acc = float((student.predict(dataset.x_eval, batch_size=512, verbose=0).argmax(1) == dataset.y_eval).mean())
-    results["float student"] = {"keras": float_acc, "seconds": time.perf_counter() - started,
+    train_acc = float((student.predict(dataset.x_train, batch_size=512, verbose=0).argmax(1) == dataset.y_train).mean())
+    results["float student"] = {"keras": float_acc, "train": train_acc, "seconds": time.perf_counter() - started,
                                 "params": int(student.count_params())}
     print(f"seed {seed}: float student {float_acc:.4f} ({student.count_params()} params)", flush=True)
 
     common = dict(formats=FORMATS, force=True, seed=seed)
-    qat = dict(epochs=args.qat_epochs, learning_rate=args.qat_lr, batch_size=128, alpha=args.alpha)
+    qat = dict(epochs=args.qat_epochs, learning_rate=args.qat_lr, batch_size=128, alpha=args.qat_alpha,
+               temperature=args.qat_temperature)
     jobs = {
         "PTQ per-tensor": lambda out: quantize(student, dataset, out, mode="ptq", per_channel=False, **common),
         "PTQ per-channel": lambda out: quantize(student, dataset, out, mode="ptq", per_channel=True, **common),
@@ -131,7 +134,11 @@ def main() -> None:
     parser.add_argument("--float-lr", type=float, default=2e-3)
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--alpha", type=float, default=0.5,
-                        help="weight of the teacher term (float distillation and QAT + KD alike)")
+                        help="weight of the teacher term of the float distillation (T = 4)")
+    parser.add_argument("--qat-alpha", type=float, default=DEFAULT_QAT_ALPHA,
+                        help="weight of the teacher term in QAT + KD (edgeqd quantize's default)")
+    parser.add_argument("--qat-temperature", type=float, default=DEFAULT_QAT_TEMPERATURE,
+                        help="temperature of the teacher term in QAT + KD (edgeqd quantize's default)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
@@ -147,6 +154,8 @@ def main() -> None:
                       full.class_names, full.normalization)
     teacher = keras.models.load_model(train_demo_teacher(), compile=False)
     teacher_acc = float((teacher.predict(full.x_eval, batch_size=512, verbose=0).argmax(1) == full.y_eval).mean())
+    teacher_train = float((teacher.predict(dataset.x_train, batch_size=512, verbose=0).argmax(1)
+                           == dataset.y_train).mean())
     started = time.perf_counter()
     per_seed = []
     with tempfile.TemporaryDirectory(prefix="edgeqd-bench-qat-") as work:
@@ -189,7 +198,8 @@ def main() -> None:
         f"std (population). Accuracy is measured on the **int8 artifacts** in LiteRT / ONNX Runtime on the full "
         f"Fashion-MNIST test split (10,000 images).",
         f"Budget: training on a fixed subset of {args.train_samples:,} of the 60,000 training images; every QAT "
-        f"row fine-tunes for {args.qat_epochs} epoch(s) at Adam {args.qat_lr:g}, batch 128, KD rows with T = 4 and the same α (two-phase: "
+        f"row fine-tunes for {args.qat_epochs} epoch(s) at Adam {args.qat_lr:g}, batch 128, KD rows with edgeqd quantize's "
+        f"QAT distillation settings T = {args.qat_temperature:g}, α = {args.qat_alpha:g} (two-phase: "
         f"{args.qat_epochs} float-distillation epochs, then {args.qat_epochs} QAT epochs on labels). PTQ: 200 "
         f"calibration samples, minmax. TFMOT row: `quantize_model` + `fit` on labels, converted by the same "
         f"converters in QAT mode.",
@@ -203,13 +213,21 @@ def main() -> None:
         "QAT 70.77 → 70.01 (TFMOT docs); TFLite's model table — MobileNetV2 float 71.9 / PTQ 63.7 / QAT 70.9. "
         "Fashion-MNIST is far easier, so the gaps here are smaller; the ordering is what carries over.",
         "",
+        f"On the {args.train_samples:,} training images the teacher is right on {100 * teacher_train:.2f}%, the "
+        f"float student on {100 * np.mean([r['float student']['train'] for r in per_seed]):.2f}%: there the "
+        "teacher is no better a target than the labels. That is why edgeqd quantize's QAT defaults keep most "
+        "weight on the labels and use the teacher's plain probabilities (T = 1) instead of repeating the float "
+        "distillation's T = 4 soft targets: with T = 4, α = 0.5 the joint schedule re-optimizes the objective the "
+        "float student has already converged on and stayed at the float accuracy, ~0.7 pt under label-only QAT "
+        "(`--qat-temperature 4 --qat-alpha 0.5` reproduces that recipe).",
+        "",
         "Reading (written for the default settings): every QAT row fine-tunes the converged float student for "
         "more epochs; on labels (TFMOT's row, and the QAT phase of two-phase) that extra training alone moves "
         "accuracy, so \"above float\" is not a quantization gain. Compare QAT rows with each other, and PTQ rows "
         "with the float student.",
         "",
         "Reproduce: `python benchmarks/qat.py` (`--seeds`, `--train-samples`, `--float-epochs`, `--qat-epochs`, "
-        "`--alpha`).",
+        "`--alpha`, `--qat-alpha`, `--qat-temperature`).",
     ])
     print(body)
     print(json.dumps(per_seed, indent=1, default=float))

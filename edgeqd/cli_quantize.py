@@ -14,6 +14,7 @@ from typing import Any, Optional
 import click
 
 from edgeqd.cli_common import console, handle_errors, print_json, progress_bar
+from edgeqd.quantize import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE
 
 
 def _pct(value: Optional[float]) -> str:
@@ -99,8 +100,9 @@ def register(cli: click.Group) -> None:
     @click.option("--epochs", default=3, show_default=True, type=int, help="Training epochs (per phase).")
     @click.option("--feature", "features", multiple=True, metavar="TEACHER_LAYER:STUDENT_LAYER",
                   help="Also match this intermediate feature (repeatable).")
-    @click.option("--temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
-    @click.option("--alpha", default=0.9, show_default=True, type=float,
+    @click.option("--temperature", default=DEFAULT_QAT_TEMPERATURE, show_default=True, type=float,
+                  help="Distillation temperature T.")
+    @click.option("--alpha", default=DEFAULT_QAT_ALPHA, show_default=True, type=float,
                   help="Weight of the teacher term (1 − alpha weighs the labels).")
     @click.option("--learning-rate", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
     @click.option("--batch-size", default=128, show_default=True, type=int, help="Training batch size.")
