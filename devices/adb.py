@@ -152,6 +152,8 @@ class AdbDevice(Device):
         argv = [tool, f"--graph={model}", f"--num_threads={job.threads}", f"--num_runs={job.runs}",
                 f"--warmup_runs={max(1, job.warmup)}", f"--min_secs={job.min_seconds}",
                 f"--max_secs={job.max_seconds}", f"--use_xnnpack={'true' if job.xnnpack else 'false'}"]
+        if job.profile:
+            argv.append("--enable_op_profiling=true")
         done = session.run(argv, timeout=job.timeout)
         if done.timed_out:
             raise DeviceRunError(f"{self.name}: benchmark_model timed out after {done.seconds:.0f} s")
@@ -167,7 +169,8 @@ class AdbDevice(Device):
                 "timings_ms": parsed["timings_ms"], "memory_mb": parsed["memory_mb"],
                 "artifact": {"file": job.artifact.name, "bytes": job.artifact.stat().st_size},
                 # benchmark_model feeds random inputs: no accuracy from this path.
-                "quality": None, "device": info, "benchmark_model_output": done.stdout[-4000:]}
+                "quality": None, "device": info, "profile": parsed["profile"],
+                "benchmark_model_output": done.stdout[-4000:]}
 
     def _identity(self, session: Session) -> dict:
         keys = ("ro.product.model", "ro.build.version.release", "ro.product.cpu.abi", "ro.soc.model")

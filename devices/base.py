@@ -155,6 +155,7 @@ class Job:
         max_seconds: stop timing after this long even below ``runs``.
         xnnpack: whether LiteRT may use XNNPACK.
         timeout: seconds for the whole invocation on the device.
+        profile: also take a per-op profile where the runtime offers one.
     """
 
     artifact: Path
@@ -166,6 +167,7 @@ class Job:
     max_seconds: float = 150.0
     xnnpack: bool = True
     timeout: float = 600.0
+    profile: bool = False
 
 
 class Session:
@@ -289,6 +291,8 @@ class Device:
             argv += ["--data", session.ship(job.data)]
         if not job.xnnpack:
             argv.append("--no-xnnpack")
+        if job.profile:
+            argv.append("--profile")
         if session.holds_stdin:
             argv.append("--watch-stdin")
         done = session.run(argv, timeout=job.timeout)

@@ -199,7 +199,7 @@ def _row_from_document(document: dict, device: Device, job: Job, attempts: int, 
         artifact_bytes=int(document.get("artifact", {}).get("bytes", job.artifact.stat().st_size)),
         samples=int(quality.get("samples", 0) or 0), accuracy=quality.get("accuracy"),
         agreement=quality.get("agreement"), device_info=info, attempts=attempts,
-        seconds=round(seconds, 3), notes=notes, raw=document)
+        seconds=round(seconds, 3), notes=notes, profile=document.get("profile"), raw=document)
 
 
 def _failed_row(device: Device, job: Job, reason: str, attempts: int, seconds: float,
@@ -261,6 +261,7 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
           retries: int = 0,
           timeout: float = 600.0,
           benchmark_binary: Union[str, os.PathLike, None] = None,
+          profile: bool = False,
           log: Optional[Callable[[str], None]] = None) -> list[BenchResult]:
     """Measure every artifact on every device at every thread count.
 
@@ -283,6 +284,8 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
         timeout: seconds allowed for one runner invocation on a device.
         benchmark_binary: TFLite's native ``benchmark_model`` for adb devices (Android has
             no Python); None runs the Python runner there (Termux).
+        profile: also a per-op profile, after and apart from the timed runs, where the
+            runtime offers one (ONNX Runtime's profiler; benchmark_model's op profiling).
         log: callable receiving progress lines (None = quiet).
 
     Returns:
@@ -329,7 +332,7 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
     try:
         data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder)
         jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=runs, warmup=warmup,
-                    min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout)
+                    min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout, profile=profile)
                 for path in paths for count in thread_counts]
         # Devices on this machine's CPU share one worker (one at a time); remote ones get their own.
         host_group = [(d, n) for d, n in entries if d.shares_host]

@@ -10,7 +10,12 @@ changed across TensorFlow releases; every variant below is accepted:
 * ``Inference timings in us: Init: …, First inference: …, Warmup (avg): …, Inference (avg): …``;
 * memory as ``Memory footprint delta from the start of the tool (MB): init=… overall=…``,
   the older ``Peak memory footprint (MB): init=… overall=…`` and
-  ``Overall peak memory footprint (MB) via periodic monitoring: …``.
+  ``Overall peak memory footprint (MB) via periodic monitoring: …``;
+* with ``--enable_op_profiling=true``, the "Operator-wise Profiling Info for Regular
+  Benchmark Runs" block: its "Run Order" table (with or without the older ``[start]``
+  column; node types with spaces, as XNNPACK's "Convolution (NHWC, QC8) GEMM") becomes
+  the per-op profile. The block ends with its own ``Timings (microseconds): count=…``
+  line, which is not the benchmark's timing line.
 
 Times in the tool's output are microseconds; the schema uses milliseconds.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import re
 from typing import Optional
+
+from edgeqd.devices.runner import summarize_profile
 
 _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _COUNT = re.compile(r"count=(\d+)(?: first=" + _NUMBER + r")?(?: curr=" + _NUMBER + r")?"
@@ -35,6 +42,13 @@ _THREADS = re.compile(r"(?:Num threads|#threads used for CPU inference): \[(\d+)
 _XNNPACK = re.compile(r"Use xnnpack: \[(\d|true|false)\]")
 _DELEGATE = re.compile(r"Created TensorFlow Lite XNNPACK delegate")
 _ERROR = re.compile(r"(?:ERROR|E tflite|Failed|failed)\W.*")
+_PROFILE_INIT = re.compile(r"Profiling Info for Benchmark Initialization")
+_PROFILE_RUNS = re.compile(r"Operator-wise Profiling Info for Regular Benchmark Runs")
+_TABLE = re.compile(r"={5,} (.+?) ={5,}")
+_LOG_PREFIX = re.compile(r"^(?:INFO: |I tflite\s*: )")
+_RUN_ORDER_ROW = re.compile(r"^\s*(?P<type>\S.*?)\s+(?:(?P<start>\d+\.\d+)\s+)?(?P<first>\d+\.\d+)\s+"
+                            r"(?P<avg>\d+\.\d+)\s+(?P<pct>\d+\.\d+)%\s+(?P<cdf>\d+\.\d+)%\s+"
+                            r"(?P<mem>\d+\.\d+)\s+(?P<calls>\d+)\s+(?P<name>\S.*?)\s*$")
 
 
 class BenchmarkModelOutputError(ValueError):
@@ -54,7 +68,8 @@ def parse_benchmark_model_output(text: str) -> dict:
     Returns:
         A dict with ``timings_ms`` (init, first_inference, warmup_avg, count, mean, std,
         min, max, p50 — p50 only where the tool printed a median), ``memory_mb``,
-        ``threads``, ``xnnpack`` and ``model_size_mb``.
+        ``threads``, ``xnnpack``, ``model_size_mb`` and ``profile`` (the runner's per-op
+        profile schema, or None when the tool printed no op profile).
 
     >>> parse_benchmark_model_output(
     ...     "INFO: count=50 first=8471 curr=8402 min=8107 max=9224 avg=8428.27 std=141\\n"
@@ -66,8 +81,24 @@ def parse_benchmark_model_output(text: str) -> dict:
     summary = memory = peak = size = threads = xnnpack = None
     delegate = False
     errors = []
+    section = table = None  # which profile block / table of it the line is in
+    profiled = []
     for line in text.splitlines():
-        if (match := _SUMMARY.search(line)):
+        if _PROFILE_INIT.search(line):
+            section = "init"
+        elif _PROFILE_RUNS.search(line):
+            section = "runs"
+        elif section is not None:
+            # Inside a profile block: its tables, and a "count=" line that is not the benchmark's.
+            if (match := _TABLE.search(line)):
+                table = match.group(1)
+            elif section == "runs" and table == "Run Order" and \
+                    (row := _RUN_ORDER_ROW.match(_LOG_PREFIX.sub("", line))):
+                profiled.append((row.group("name"), row.group("type").strip(), float(row.group("avg")),
+                                 float(row.group("calls"))))
+            elif not line.strip():
+                table = None
+        elif (match := _SUMMARY.search(line)):
             summary = match
         elif (match := _COUNT.search(line)):
             counts.append(match)
@@ -103,5 +134,9 @@ def parse_benchmark_model_output(text: str) -> dict:
                  "peak_increase_over_import": float(memory.group(2)) if memory else None}
     if xnnpack is None and delegate:
         xnnpack = True
+    profile = None
+    if profiled:
+        profile = summarize_profile(profiled, source="benchmark_model --enable_op_profiling",
+                                    runs=timings["count"])
     return {"timings_ms": timings, "memory_mb": memory_mb, "threads": threads, "xnnpack": xnnpack,
-            "model_size_mb": size}
+            "model_size_mb": size, "profile": profile}

@@ -12,11 +12,13 @@ Measurements are named like TFLite's ``benchmark_model``: init, first inference,
 warmup average, then timed runs until both ``--runs`` and ``--min-seconds`` are
 met (count, mean, std, min, max, p50, p90, p99), peak resident memory (VmHWM) and
 its increase over the runtime's import, accuracy and top-1 agreement on the
-shipped samples, threads, XNNPACK on/off, the runtime and the device.
+shipped samples, threads, XNNPACK on/off, the runtime and the device; with
+``--profile``, a per-op profile where the runtime has a profiler (ONNX Runtime).
 
 Usage::
 
     python3 runner.py --model model_int8.tflite --data eval.npz --threads 2 --runs 50
+    python3 runner.py --model model_int8.onnx --profile
     python3 runner.py --probe
 
 stdout carries exactly one JSON document (runtime chatter is sent to stderr);
@@ -248,6 +250,13 @@ class _TFLiteModel:
     def get_output(self):
         return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
 
+    def profile(self, prepared, runs, folder, warmup=5):
+        # LiteRT's Python Interpreter exposes no op profiler (benchmark_model's
+        # --enable_op_profiling does: edgeqd uses it on adb devices).
+        return {"available": False,
+                "reason": "%s's Python API has no per-op profiler; TFLite per-op profiles come from "
+                          "benchmark_model (adb devices with --benchmark-binary)" % self.runtime}
+
 
 class _ONNXModel:
     """ONNX Runtime's InferenceSession behind the same API as :class:`_TFLiteModel`."""
@@ -306,6 +315,54 @@ class _ONNXModel:
     def get_output(self):
         return self._result.astype(_np().float32)
 
+    def profile(self, prepared, runs, folder, warmup=5):
+        """Per-op profile from ONNX Runtime's own profiler, on a separate session.
+
+        A second session with ``enable_profiling`` runs ``warmup`` + ``runs`` inferences,
+        so that the profiler's bookkeeping never touches the timed runs; the warmup runs
+        (a new session's first inferences are slow) are dropped from the profile.
+
+        Args:
+            prepared: the input tensor.
+            runs: inferences averaged.
+            folder: where ORT may write its trace (removed after reading).
+            warmup: inferences run first and left out.
+        """
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(folder, "edgeqd_ort_profile")
+        session = self._ort.InferenceSession(self.path, sess_options=options,
+                                             providers=["CPUExecutionProvider"])
+        feed = {self.input.name: prepared}
+        for _ in range(warmup + runs):
+            session.run([self.output_name], feed)
+        trace = session.end_profiling()
+        try:
+            with open(trace) as handle:
+                events = json.load(handle)
+        finally:
+            os.remove(trace)
+        starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        if len(starts) != warmup + runs:
+            raise RunnerError("onnxruntime's trace holds %d runs, expected %d" % (len(starts), warmup + runs))
+        measured_from = starts[warmup]
+        nodes = {}
+        for event in events:
+            # One "<node>_kernel_time" event per node per run: the kernel's own time.
+            if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") \
+                    or event.get("ts", 0) < measured_from:
+                continue
+            name = event["name"][:-len("_kernel_time")]
+            entry = nodes.setdefault(name, {"op": event.get("args", {}).get("op_name", "?"), "us": 0.0,
+                                            "calls": 0})
+            entry["us"] += float(event.get("dur", 0))
+            entry["calls"] += 1
+        return summarize_profile(
+            [(name, n["op"], n["us"] / 1000.0 / runs, n["calls"] / float(runs)) for name, n in nodes.items()],
+            source="onnxruntime %s profiler" % self.version, runs=runs)
+
 
 _RUNTIMES = {".tflite": _TFLiteModel, ".onnx": _ONNXModel}
 
@@ -335,6 +392,37 @@ def _dequantize(q, detail):
         return q.astype(np.float32)
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def summarize_profile(nodes, source, runs, top=10):
+    """The per-op profile document shared by every source (ORT here, benchmark_model on adb).
+
+    Args:
+        nodes: (node name, op type, average ms per inference, calls per inference) tuples.
+        source: what measured them.
+        runs: inferences profiled.
+        top: how many of the slowest nodes to list.
+
+    >>> summarize_profile([("c1", "Conv", 0.3, 1), ("c2", "Conv", 0.1, 1), ("fc", "Gemm", 0.1, 1)],
+    ...                   "test", 10)["by_op_type"][0]
+    {'op': 'Conv', 'nodes': 2, 'avg_ms': 0.4, 'percent': 80.0}
+    """
+    total = sum(ms for _, _, ms, _ in nodes) or 1.0
+    by_type = {}
+    for _, op, ms, _ in nodes:
+        entry = by_type.setdefault(op, {"op": op, "nodes": 0, "avg_ms": 0.0})
+        entry["nodes"] += 1
+        entry["avg_ms"] += ms
+    for entry in by_type.values():
+        entry["avg_ms"] = round(entry["avg_ms"], 6)
+        entry["percent"] = round(100.0 * entry["avg_ms"] / total, 3)
+    slowest = sorted(nodes, key=lambda node: -node[2])[:top]
+    return {"available": True, "source": source, "runs": int(runs),
+            "total_ms": round(sum(ms for _, _, ms, _ in nodes), 6),
+            "by_op_type": sorted(by_type.values(), key=lambda entry: -entry["avg_ms"]),
+            "top_nodes": [{"name": name, "op": op, "avg_ms": round(ms, 6),
+                           "percent": round(100.0 * ms / total, 3), "calls": calls}
+                          for name, op, ms, calls in slowest]}
 
 
 def open_model(path, threads=1, xnnpack=True, runtime="auto"):
@@ -475,6 +563,16 @@ def benchmark(args):
     timed_seconds = time.perf_counter() - began
     peak_after_timing = _peak_rss_kb()
 
+    profile = None
+    if args.profile:
+        # After the timed runs, so that profiling never slows what is reported as latency.
+        folder = os.path.dirname(os.path.abspath(args.model))
+        try:
+            profile = model.profile(prepared, max(1, min(args.runs, args.profile_runs)), folder,
+                                    warmup=max(1, args.warmup))
+        except Exception as exc:  # a profiler failure costs the profile, not the measurement
+            profile = {"available": False, "reason": "%s: %s" % (type(exc).__name__, str(exc)[:300])}
+
     quality = None
     if samples is not None and len(samples):
         predictions = predict(model, samples)
@@ -517,6 +615,7 @@ def benchmark(args):
                                              else peak - max(peak_after_import, rss_after_import or 0)),
         },
         "quality": quality,
+        "profile": profile,
         "inputs": inputs,
         "outputs": outputs,
         "device": device_info(),
@@ -544,6 +643,10 @@ def _parse_args(argv):
     parser.add_argument("--max-seconds", type=float, default=150.0,
                         help="stop timing after this long even if --runs is not met (0 = never)")
     parser.add_argument("--no-xnnpack", action="store_true", help="LiteRT without XNNPACK")
+    parser.add_argument("--profile", action="store_true",
+                        help="also a per-op profile where the runtime offers one (ONNX Runtime), "
+                             "measured after and apart from the timed runs")
+    parser.add_argument("--profile-runs", type=int, default=50, help="inferences the profile averages")
     parser.add_argument("--runtime", default="auto",
                         choices=["auto", "ai_edge_litert", "tflite_runtime", "onnxruntime"])
     parser.add_argument("--watch-stdin", action="store_true",

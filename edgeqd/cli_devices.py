@@ -72,6 +72,39 @@ def bench_table(rows) -> "object":
     return table
 
 
+def profile_tables(rows, top: int = 8) -> list:
+    """Rich tables of the per-op profiles: time by op type, then the slowest nodes.
+
+    Args:
+        rows: :class:`~edgeqd.types.BenchResult` rows (those without a profile are skipped).
+        top: how many op types and nodes each table lists.
+    """
+    from rich.table import Table
+
+    tables = []
+    for row in rows:
+        profile = row.profile
+        if not profile:
+            continue
+        title = f"per-op profile: {row.artifact} on {row.device} × {row.threads} thread(s)"
+        if not profile.get("available"):
+            tables.append(f"{title}: not available ({profile.get('reason', '')})")
+            continue
+        mark = EMULATED_MARK if row.emulated else ""
+        table = Table(title=title, caption=f"{profile['source']}, {profile['runs']} inferences; "
+                      f"sum of op times {_fmt(profile['total_ms'])} ms{mark}")
+        for column in ("op type", "nodes", "avg ms", "%", "slowest node", "its ms"):
+            table.add_column(column, justify="left" if column in ("op type", "slowest node") else "right",
+                             overflow="fold")
+        for entry in profile["by_op_type"][:top]:
+            slowest = next((n for n in profile["top_nodes"] if n["op"] == entry["op"]), None)
+            table.add_row(entry["op"], str(entry["nodes"]), _fmt(entry["avg_ms"], 4) + mark,
+                          f"{entry['percent']:.1f}", slowest["name"] if slowest else "–",
+                          _fmt(slowest["avg_ms"], 4) + mark if slowest else "–")
+        tables.append(table)
+    return tables
+
+
 def bench_document(rows, settings: dict) -> dict:
     """The JSON document of a bench run: settings, the emulation label and every row.
 
@@ -103,6 +136,9 @@ def bench_document(rows, settings: dict) -> dict:
 @click.option("--min-seconds", default=1.0, show_default=True, help="Minimum timed seconds.")
 @click.option("--max-seconds", default=150.0, show_default=True, help="Stop timing after this long.")
 @click.option("--no-xnnpack", is_flag=True, help="Run LiteRT without its XNNPACK delegate.")
+@click.option("--profile", is_flag=True,
+              help="Also a per-op profile, after the timed runs, where the runtime offers one "
+                   "(ONNX Runtime; benchmark_model on adb). LiteRT's Python API has none.")
 @click.option("--reference", default="auto", show_default=True,
               help="Float artifact whose top-1 defines agreement; 'auto' = a *fp32*.tflite among the "
                    "artifacts; 'none' to skip.")
@@ -116,7 +152,7 @@ def bench_document(rows, settings: dict) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @handle_errors
 def bench_command(artifacts, device_specs, devices_file, data, samples, threads, runs, warmup, min_seconds,
-                  max_seconds, no_xnnpack, reference, retries, timeout, benchmark_binary, json_file, force,
+                  max_seconds, no_xnnpack, profile, reference, retries, timeout, benchmark_binary, json_file, force,
                   quiet) -> None:
     """Measure ARTIFACTS (.tflite/.onnx) on devices: latency, memory and accuracy, one row each.
 
@@ -147,7 +183,8 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
             rows = bench(artifacts, devices, data=data, threads=counts, runs=runs, warmup=warmup,
                          min_seconds=min_seconds, max_seconds=max_seconds, samples=samples,
                          xnnpack=not no_xnnpack, reference=None if reference == "none" else reference,
-                         retries=retries, timeout=timeout, benchmark_binary=benchmark_binary, log=log)
+                         retries=retries, timeout=timeout, benchmark_binary=benchmark_binary,
+                         profile=profile, log=log)
         finally:
             if stream is not sys.stderr:
                 stream.close()
@@ -155,12 +192,14 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
                 "devices": [getattr(d, "name", None) or getattr(d, "spec", d) for d in devices],
                 "data": data, "samples": samples, "threads": counts, "runs": runs, "warmup": warmup,
                 "min_seconds": min_seconds, "max_seconds": max_seconds, "xnnpack": not no_xnnpack,
-                "retries": retries}
+                "profile": profile, "retries": retries}
     document = bench_document(rows, settings)
     if to_stdout:
         click.echo(json.dumps(document, indent=2, default=str))
     else:
         console().print(bench_table(rows))
+        for table in profile_tables(rows):
+            console().print(table)
         if json_file is not None:
             with atomic_file(json_file, force=force) as tmp:
                 tmp.write_text(json.dumps(document, indent=2, default=str))

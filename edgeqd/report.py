@@ -459,6 +459,48 @@ def latency_bars(rows: list[dict], metric: str = "latency") -> Optional[bytes]:
     return _png(fig)
 
 
+def profile_bars(rows: list[dict], top: int = 6) -> Optional[bytes]:
+    """One stacked bar per profiled bench row: the share of op time by op type.
+
+    Args:
+        rows: bench rows; those with an available per-op profile (``edgeqd bench --profile``) are drawn.
+        top: op types named per row; the rest are summed as "other".
+
+    >>> profile_bars([]) is None
+    True
+    """
+    rows = [r for r in rows if (r.get("profile") or {}).get("available")]
+    if not rows:
+        return None
+    shares = []
+    for row in rows:
+        entries = row["profile"]["by_op_type"]
+        named = {e["op"]: e["percent"] for e in entries[:top]}
+        rest = sum(e["percent"] for e in entries[top:])
+        if rest:
+            named["other"] = rest
+        shares.append(named)
+    ops = list(dict.fromkeys(op for share in shares for op in share if op != "other"))
+    ops += ["other"] if any("other" in share for share in shares) else []
+    fig, ax = _figure(8.0, 1.2 + 0.45 * len(rows))
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+              "#bcbd22", "#17becf"]
+    for k, op in enumerate(ops):
+        left = [sum(share.get(o, 0.0) for o in ops[:k]) for share in shares]
+        ax.barh(range(len(rows)), [share.get(op, 0.0) for share in shares], left=left,
+                color="#cccccc" if op == "other" else colors[k % len(colors)], edgecolor="white",
+                linewidth=0.5, label=op)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['artifact']} · {r['device']}{' ' + EMULATED_MARK if r.get('emulated') else ''}"
+                        f" · {r['threads']}t" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of op time (%)")
+    ax.set_title("per-op profile: where the time goes", fontsize=11)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
 @dataclass
 class Plot:
     """One embedded image.
@@ -514,6 +556,11 @@ def build_plots(data: ReportData) -> list[Plot]:
                      f"Hatched bars ({EMULATED_MARK}) ran under emulation." if emulated else
                      "Peak resident memory of the runner process (model, runtime and Python)."),
     ]
+    profiled = profile_bars(data.bench_rows)
+    if profiled is not None:
+        plots.append(Plot("op_profile", "Per-op profile", profiled,
+                          caption="Share of the profiler's op time by op type (`edgeqd bench --profile`: "
+                                  "ONNX Runtime's profiler, or benchmark_model's op profiling on adb)."))
     return plots
 
 

@@ -284,6 +284,8 @@ class BenchResult:
         attempts: how many tries the row took (``--retries``).
         seconds: wall time of the row, transfers included.
         notes: free-form notes from a devices file (thermal state, governor).
+        profile: the per-op profile (``by_op_type``, ``top_nodes``) when one was asked for:
+            ``{"available": False, "reason": …}`` where the runtime offers none.
         raw: the runner's JSON document (or the parsed benchmark_model output).
     """
 
@@ -319,6 +321,7 @@ class BenchResult:
     attempts: int = 1
     seconds: float = 0.0
     notes: str = ""
+    profile: Optional[dict] = None
     raw: dict = field(default_factory=dict)
 
     @property

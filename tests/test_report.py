@@ -147,3 +147,19 @@ def test_cli_report(run_with_bench, tmp_path):
     assert again.exit_code == 2 and "Traceback" not in again.output
     missing = runner.invoke(cli, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+def test_per_op_profile_plot_when_bench_profiled(run_with_bench, tmp_path):
+    from edgeqd.cli_devices import bench_document
+    from edgeqd.devices import bench
+
+    onnx = run_with_bench["dir"] / "model_int8.onnx"
+    rows = bench([onnx], ["local"], runs=5, warmup=1, min_seconds=0, profile=True)
+    assert rows[0].profile["available"], rows[0].profile
+    profiled = tmp_path / "bench_profile.json"
+    profiled.write_text(json.dumps(bench_document(rows, {"artifacts": [str(onnx)]}), default=str))
+    text = write_report([profiled], tmp_path / "report.html").read_text()
+    assert "<h2>Per-op profile</h2>" in text
+    # Without --profile there is no such section (the unprofiled bench JSON of the fixture).
+    plain = write_report([run_with_bench["dir"] / "bench_local.json"], tmp_path / "plain.html").read_text()
+    assert "Per-op profile" not in plain

@@ -40,6 +40,15 @@ echo "INFO: count=200 first=91 curr=90 min=84 max=180 avg=92.25 std=7 p5=86 medi
 echo "INFO: Inference timings in us: Init: 1234, First inference: 150, Warmup (avg): 95.5, Inference (avg): 92.25"
 echo "INFO: Memory footprint delta from the start of the tool (MB): init=1.5 overall=2.75"
 echo "INFO: Overall peak memory footprint (MB) via periodic monitoring: 6.125"
+case " $* " in *" --enable_op_profiling=true "*)
+  echo "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:"
+  echo "============================== Run Order =============================="
+  echo "                  [node type]     [first]    [avg ms]        [%]      [cdf%]     [mem KB]  [times called]  [Name]"
+  echo "Convolution (NHWC, QC8) IGEMM       0.060       0.055    68.750%     68.750%        0.000               1  Delegate/Convolution (NHWC, QC8) IGEMM:0"
+  echo "      Fully Connected (NC, QS8)       0.030       0.025    31.250%    100.000%        0.000               1  Delegate/Fully Connected (NC, QS8):1"
+  echo ""
+  echo "Timings (microseconds): count=200 first=91 curr=90 min=84 max=180 avg=80 std=7";;
+esac
 """
 
 
@@ -67,8 +76,23 @@ def test_adb_benchmark_binary(adb_device, models, tmp_path):
     assert row.accuracy is None  # benchmark_model feeds random inputs
     output = row.raw["benchmark_model_output"]
     assert "--num_threads=2" in output and "--num_runs=7" in output and "--min_secs=0.5" in output
-    assert "--use_xnnpack=true" in output
+    assert "--use_xnnpack=true" in output and "--enable_op_profiling" not in output
+    assert row.profile is None
     assert os.listdir(adb_device.remote_tmp) == []
+
+
+def test_adb_benchmark_binary_op_profile(adb_device, models, tmp_path):
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(STAND_IN)
+    device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
+    row = bench([models["int8.tflite"]], [device], benchmark_binary=binary, profile=True, **FAST)[0]
+    assert row.ok, row.reason
+    assert "--enable_op_profiling=true" in row.raw["benchmark_model_output"]
+    # The profile block's own "count=" line leaves the benchmark's figures alone.
+    assert row.mean_ms == pytest.approx(0.09225) and row.count == 200
+    assert [e["op"] for e in row.profile["by_op_type"]] == ["Convolution (NHWC, QC8) IGEMM",
+                                                            "Fully Connected (NC, QS8)"]
+    assert row.profile["total_ms"] == pytest.approx(0.08)
 
 
 def test_adb_benchmark_binary_failure_is_a_row(adb_device, models, tmp_path):

@@ -90,3 +90,85 @@ def test_failure_output_is_an_error_with_the_tool_message():
     text = "INFO: STARTING!\nERROR: Could not open '/data/local/tmp/x.tflite'.\nERROR: Benchmarking failed.\n"
     with pytest.raises(BenchmarkModelOutputError, match="Could not open"):
         parse_benchmark_model_output(text)
+
+
+# --enable_op_profiling=true, TF ≥ 2.13 with XNNPACK: node types with spaces, no [start]
+# column, and the profile block's own "Timings (microseconds): count=64" line, which must
+# not be taken for the benchmark's count=1265.
+PROFILED_NEW_FORMAT = NEW_FORMAT + """\
+INFO: Profiling Info for Benchmark Initialization:
+============================== Run Order ==============================
+                                     [node type]          [first]        [avg ms]            [%]          [cdf%]          [mem KB]        [times called]  [Name]
+                         ModifyGraphWithDelegate            6.348           6.348        55.640%         55.640%          7148.000                1       ModifyGraphWithDelegate/0
+                                 AllocateTensors            5.061           5.061        44.360%        100.000%         10292.000                1       AllocateTensors/0
+
+Timings (microseconds): count=1 curr=11409
+Memory (bytes): count=0
+2 nodes observed
+
+INFO: Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Run Order ==============================
+                                     [node type]          [first]        [avg ms]            [%]          [cdf%]          [mem KB]        [times called]  [Name]
+                                        QUANTIZE            0.020           0.020        10.000%         10.000%             0.000                1       [tfl.quantize]:0
+                   Convolution (NHWC, QC8) IGEMM            0.090           0.080        40.000%         50.000%             0.000                1       Delegate/Convolution (NHWC, QC8) IGEMM:0
+                    Convolution (NHWC, QC8) GEMM            0.050           0.060        30.000%         80.000%             0.000                2       Delegate/Convolution (NHWC, QC8) GEMM:1
+                    Convolution (NHWC, QC8) GEMM            0.030           0.030        15.000%         95.000%             0.000                1       Delegate/Convolution (NHWC, QC8) GEMM:2
+                                      DEQUANTIZE            0.010           0.010         5.000%        100.000%             0.000                1       [StatefulPartitionedCall:0, Identity]:7
+
+============================== Top by Computation Time ==============================
+                                     [node type]          [first]        [avg ms]            [%]          [cdf%]          [mem KB]        [times called]  [Name]
+                   Convolution (NHWC, QC8) IGEMM            0.090           0.080        40.000%         40.000%             0.000                1       Delegate/Convolution (NHWC, QC8) IGEMM:0
+
+Number of nodes executed: 5
+============================== Summary by node type ==============================
+                                     [Node type]          [count]         [avg ms]          [avg %]         [cdf %]       [mem KB]        [times called]
+                   Convolution (NHWC, QC8) IGEMM                1            0.080          40.000%         40.000%          0.000                1
+
+Timings (microseconds): count=64 first=200 curr=199 min=190 max=230 avg=200.0 std=5
+Memory (bytes): count=0
+5 nodes observed
+"""
+
+# Older releases (TF 2.3-era): tab-separated columns with a [start] column.
+PROFILED_OLD_FORMAT = OLD_FORMAT + (
+    "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+    "============================== Run Order ==============================\n"
+    "\t             [node type]\t          [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n"
+    "\t       DEPTHWISE_CONV_2D\t            0.000\t  538.139\t  536.830\t 56.668%\t 56.668%\t     0.000\t        1\t[net/Conv/Relu]\n"
+    "\t                 CONV_2D\t          536.833\t   20.081\t   20.083\t  2.120%\t 58.788%\t     0.000\t        1\t[net/Conv_1/Relu]\n"
+    "\t                 CONV_2D\t          556.918\t   36.430\t  390.419\t 41.212%\t100.000%\t     0.000\t        1\t[net/Conv_2/Relu]\n"
+    "\n"
+    "Timings (microseconds): count=50 first=947000 curr=944078 min=944078 max=955061 avg=947350 std=2060\n")
+
+
+def test_op_profile_new_format_is_not_mistaken_for_the_benchmark():
+    parsed = parse_benchmark_model_output(PROFILED_NEW_FORMAT)
+    assert parsed["timings_ms"]["count"] == 1265 and parsed["timings_ms"]["mean"] == pytest.approx(0.78862)
+    profile = parsed["profile"]
+    assert profile["available"] and profile["runs"] == 1265
+    # Only the regular runs' Run Order table: not the init block, not "Top by Computation Time".
+    assert profile["total_ms"] == pytest.approx(0.2)
+    by_type = {entry["op"]: entry for entry in profile["by_op_type"]}
+    assert set(by_type) == {"QUANTIZE", "Convolution (NHWC, QC8) IGEMM", "Convolution (NHWC, QC8) GEMM",
+                            "DEQUANTIZE"}
+    assert by_type["Convolution (NHWC, QC8) GEMM"]["nodes"] == 2
+    assert by_type["Convolution (NHWC, QC8) GEMM"]["avg_ms"] == pytest.approx(0.09)
+    assert by_type["Convolution (NHWC, QC8) GEMM"]["percent"] == pytest.approx(45.0)
+    assert profile["top_nodes"][0]["name"] == "Delegate/Convolution (NHWC, QC8) IGEMM:0"
+    assert profile["top_nodes"][-1]["name"] == "[StatefulPartitionedCall:0, Identity]:7"
+    assert profile["top_nodes"][1]["calls"] == 2
+
+
+def test_op_profile_old_tab_format_with_start_column():
+    parsed = parse_benchmark_model_output(PROFILED_OLD_FORMAT)
+    assert parsed["timings_ms"]["count"] == 50
+    profile = parsed["profile"]
+    assert [e["op"] for e in profile["by_op_type"]] == ["DEPTHWISE_CONV_2D", "CONV_2D"]
+    assert profile["by_op_type"][1]["avg_ms"] == pytest.approx(410.502)
+    assert profile["top_nodes"][0] == {"name": "[net/Conv/Relu]", "op": "DEPTHWISE_CONV_2D",
+                                       "avg_ms": pytest.approx(536.83), "percent": pytest.approx(56.668, abs=0.01),
+                                       "calls": 1.0}
+
+
+def test_no_profile_without_op_profiling():
+    assert parse_benchmark_model_output(NEW_FORMAT)["profile"] is None

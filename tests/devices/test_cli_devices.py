@@ -50,6 +50,18 @@ def test_exit_5_only_when_every_row_failed(models, tmp_path):
     assert done.returncode == 0 and "failed" in done.stdout
 
 
+def test_profile_flag_prints_per_op_tables_and_json(models, tmp_path):
+    out = tmp_path / "bench.json"
+    done = edgeqd("bench", str(models["int8.onnx"]), str(models["int8.tflite"]), "--device", "local",
+                  "--profile", "--json", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "per-op profile: model_int8.onnx on local" in done.stdout and "QuantizeLinear" in done.stdout
+    assert "per-op profile: model_int8.tflite on local × 1 thread(s): not available" in done.stdout
+    onnx_row, tflite_row = json.loads(out.read_text())["rows"]
+    assert onnx_row["profile"]["available"] and onnx_row["profile"]["by_op_type"]
+    assert tflite_row["profile"]["available"] is False
+
+
 def test_usage_errors_are_one_line(models):
     done = edgeqd("bench", str(models["int8.tflite"]), "--device", "toaster")
     assert done.returncode == 2 and done.stderr.startswith("error: unknown device") and "Traceback" not in done.stderr

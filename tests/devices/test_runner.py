@@ -104,3 +104,31 @@ def test_data_that_does_not_fit_names_the_shapes(models, tmp_path):
 def test_probe():
     code, doc, _ = run_runner("--probe")
     assert code == 0 and doc["probe"] and "ai_edge_litert" in doc["runtimes"] and "numpy" in doc["runtimes"]
+
+
+def test_onnx_per_op_profile_from_onnxruntime(models, tmp_path):
+    model = tmp_path / "model_int8.onnx"
+    model.write_bytes(models["int8.onnx"].read_bytes())
+    code, doc, _ = run_runner("--model", str(model), "--runs", "5", "--min-seconds", "0", "--profile",
+                              "--profile-runs", "7")
+    assert code == 0, doc
+    profile = doc["profile"]
+    assert profile["available"] and profile["runs"] == 5  # never more than the timed runs
+    assert profile["source"].startswith("onnxruntime")
+    ops = {entry["op"] for entry in profile["by_op_type"]}
+    # A QDQ int8 model: the quantize/dequantize nodes and the convolutions each have a line.
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and ops & {"Conv", "QLinearConv"}, ops
+    assert sum(entry["percent"] for entry in profile["by_op_type"]) == pytest.approx(100, abs=0.1)
+    assert sum(entry["avg_ms"] for entry in profile["by_op_type"]) == pytest.approx(profile["total_ms"])
+    times = [node["avg_ms"] for node in profile["top_nodes"]]
+    assert times == sorted(times, reverse=True) and all(node["calls"] == 1 for node in profile["top_nodes"])
+    # The profiler's trace file is read and removed: nothing is left beside the model.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx"]
+
+
+def test_tflite_profile_says_why_it_is_unavailable(models):
+    code, doc, _ = run_runner("--model", str(models["int8.tflite"]), "--runs", "3", "--min-seconds", "0",
+                              "--profile")
+    assert code == 0 and doc["profile"]["available"] is False and "benchmark_model" in doc["profile"]["reason"]
+    code, doc, _ = run_runner("--model", str(models["int8.tflite"]), "--runs", "3", "--min-seconds", "0")
+    assert doc["profile"] is None
