@@ -257,8 +257,12 @@ class Device:
         """Connect and create the work folder; raise :class:`DeviceError` when that fails."""
         raise NotImplementedError
 
-    def setup(self) -> str:
-        """Make the device ready (build a sysroot, install a runtime); return what was done."""
+    def setup(self, force: bool = False) -> str:
+        """Make the device ready (build a sysroot, install a runtime); return what was done.
+
+        Args:
+            force: redo it even when the device is ready (rebuild a cached sysroot).
+        """
         return f"{self.name}: nothing to set up"
 
     def probe(self, timeout: float = 120.0) -> dict:

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -295,7 +296,7 @@ def _download_debs(recipe: SysrootRecipe, work: Path, new_root: Path, say) -> No
         'APT::Sandbox::User "root";' if os.geteuid() == 0 else "", ""]))
     env = dict(os.environ, APT_CONFIG=str(apt / "apt.conf"), DEBIAN_FRONTEND="noninteractive")
     say(f"  apt-get update ({recipe.debian_arch})")
-    _run(["apt-get", "update", "-q"], "apt-get update for the sysroot", env=env)
+    _apt_update(env, say)
     listing = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
                     "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *recipe.packages],
                    "apt-cache depends", env=env)
@@ -306,6 +307,63 @@ def _download_debs(recipe: SysrootRecipe, work: Path, new_root: Path, say) -> No
     new_root.mkdir()
     for deb in sorted((apt / "debs").glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(new_root)], f"dpkg-deb -x {deb.name}")
+    _link_alternatives(new_root)
+
+
+def _link_alternatives(new_root: Path) -> None:
+    """The links ``update-alternatives`` would make for BLAS and LAPACK.
+
+    ``dpkg-deb -x`` runs no maintainer scripts, so libblas3 leaves its library in
+    ``usr/lib/<triplet>/blas/`` with no ``libblas.so.3`` where Debian's numpy looks for it.
+    """
+    for folder in [*new_root.glob("usr/lib/*/blas"), *new_root.glob("usr/lib/*/lapack")]:
+        for library in folder.glob("lib*.so.3"):
+            link = folder.parent / library.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(f"{folder.name}/{library.name}")
+
+
+_FAILED_FETCH = re.compile(r"Failed to fetch (\S+)")
+
+
+def optional_index_failures(apt_output: str) -> list[str]:
+    """The URLs apt failed to fetch, if every one is an update or security index; else [].
+
+    Args:
+        apt_output: what ``apt-get update`` printed.
+
+    >>> optional_index_failures("E: Failed to fetch http://m/debian-security/dists/bookworm-security/x.xz  size")
+    ['http://m/debian-security/dists/bookworm-security/x.xz']
+    >>> optional_index_failures("E: Failed to fetch http://m/debian/dists/bookworm/main/x.xz  404")
+    []
+    """
+    failed = _FAILED_FETCH.findall(apt_output)
+    if failed and all(re.search(r"/dists/bookworm-(security|updates)/", url) for url in failed):
+        return failed
+    return []
+
+
+def _apt_update(env: dict, say) -> None:
+    """``apt-get update``, tolerating a stale update/security index but never a missing main one.
+
+    A mirror in the middle of a sync (seen here: bookworm-security's armhf ``Packages``
+    with the wrong size) fails the whole update. The sysroot is an emulated test userland:
+    after one retry it is built from ``bookworm main`` alone, saying so, rather than not
+    at all; a failure of ``bookworm main`` itself stays an error.
+    """
+    for attempt in (1, 2):
+        done = run_process(["apt-get", "update", "-q"], timeout=_SETUP_TIMEOUT, env=env)
+        if done.timed_out:
+            raise DeviceError(f"apt-get update for the sysroot: timed out after {done.seconds:.0f} s")
+        if done.returncode == 0:
+            return
+        failed = optional_index_failures(done.stderr + done.stdout)
+        if not failed:
+            raise DeviceError(f"apt-get update for the sysroot failed (exit {done.returncode}): "
+                              f"{tail(done.stderr or done.stdout)}")
+    say(f"  warning: {len(failed)} update/security index(es) failed to download "
+        f"({', '.join(url.split('/dists/')[-1] for url in failed)}); building from bookworm main "
+        f"without them — run `edgeqd devices setup --force` later for the updates")
 
 
 def _pip_platform_args(recipe: SysrootRecipe) -> list[str]:
@@ -357,9 +415,9 @@ class QemuDevice(Device):
     shares_host = True
     option_names = frozenset()
 
-    def setup(self) -> str:
-        was_ready = sysroot_ready(self.kind)
-        root = build_sysroot(self.kind, log=self.log)
+    def setup(self, force: bool = False) -> str:
+        was_ready = sysroot_ready(self.kind) and not force
+        root = build_sysroot(self.kind, force=force, log=self.log)
         return f"{self.kind}: sysroot {'already ' if was_ready else ''}ready at {root}"
 
     def open(self) -> LocalSession:

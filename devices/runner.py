@@ -267,6 +267,9 @@ class _ONNXModel:
         try:
             import onnxruntime
         except ImportError as exc:
+            if platform.machine().startswith("armv7") or platform.machine() == "armv6l":
+                raise RunnerError("onnxruntime publishes no wheels for 32-bit ARM (%s): run the .tflite "
+                                  "artifacts here, or use a 64-bit OS on the board" % platform.machine())
             raise RunnerError("onnxruntime is not installed here (pip install onnxruntime): %s" % exc)
         self._ort = onnxruntime
         self.runtime, self.version = "onnxruntime", onnxruntime.__version__

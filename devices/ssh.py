@@ -240,8 +240,12 @@ class SshDevice(Device):
             raise DeviceError("the ssh client is not installed (Debian: apt-get install openssh-client)")
         return SshSession(self)
 
-    def setup(self) -> str:
-        """Check Python on the board and install the runtime with ``pip --user`` when missing."""
+    def setup(self, force: bool = False) -> str:
+        """Check Python on the board and install the runtime with ``pip --user`` when missing.
+
+        Args:
+            force: unused: a board's runtime is checked every time.
+        """
         with self.open() as session:
             runner = session.ship(RUNNER)
             probe = session.run(session.python + [runner, "--probe"], timeout=120)

@@ -269,12 +269,13 @@ def devices_probe(spec, timeout) -> None:
 
 @devices_group.command("setup")
 @click.argument("spec")
+@click.option("--force", is_flag=True, help="Rebuild a cached qemu sysroot.")
 @handle_errors
-def devices_setup(spec) -> None:
+def devices_setup(spec, force) -> None:
     """Make device SPEC ready: build a qemu sysroot (cached, idempotent) or install the runtime over ssh."""
     from edgeqd.devices import device_from_spec
 
-    click.echo(device_from_spec(spec).setup())
+    click.echo(device_from_spec(spec).setup(force=force))
 
 
 def register(group: click.Group) -> None:

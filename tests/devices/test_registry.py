@@ -15,7 +15,7 @@ from edgeqd.errors import UsageError
 TESTED = {
     "local": test_local.test_local_rows_for_every_artifact_and_thread_count,
     "qemu-aarch64": test_qemu.test_qemu_accuracy_equals_local,
-    "qemu-armv7": test_qemu.test_armv7_recipe_is_the_32_bit_pi,
+    "qemu-armv7": test_qemu.test_armv7_tflite_accuracy_equals_local,
     "ssh": test_ssh.test_ssh_bench_odd_path_matches_local,
     "adb": test_adb.test_adb_runner_odd_path_matches_local,
 }
