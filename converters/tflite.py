@@ -14,18 +14,49 @@ from edgeqd.errors import ConversionError
 from edgeqd.types import QuantMode
 
 
+def has_lstm(model) -> bool:
+    """Whether ``model`` holds a Keras LSTM (also inside Bidirectional or a QAT wrapper).
+
+    Args:
+        model: a ``tf_keras`` model.
+    """
+    import tf_keras
+
+    return any(isinstance(layer, tf_keras.layers.LSTM) for layer in model.submodules)
+
+
 def _converter(context: ConversionContext):
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(context.model)
+    model = context.model
+    if not has_lstm(model):
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    # A Keras LSTM traced with a dynamic batch keeps TensorList ops that no TFLite builtin
+    # (let alone an int8 one) implements; traced at batch 1 the converter fuses it into
+    # UNIDIRECTIONAL_SEQUENCE_LSTM (TFLite's documented LSTM path; devices run one sample
+    # at a time anyway). Not GRU/SimpleRNN: they are not fused, and TFLite's calibrator
+    # crashes the process on their batch-1 while loops, where the dynamic trace fails cleanly.
+    spec = tf.TensorSpec([1, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def _error_line(exc: Exception) -> str:
+    """The converter's own diagnosis: MLIR errors start with pages of source locations."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    return (errors or lines or [type(exc).__name__])[0]
 
 
 def _convert(converter, what: str) -> bytes:
     try:
         return converter.convert()
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConversionError(f"TFLite {what} conversion failed: {first[:400]}") from None
+        reason = _error_line(exc)[:400]
+        if "TensorList" in reason:
+            reason += (" — a recurrent layer TFLite has no builtin for (GRU, SimpleRNN): use LSTM, set "
+                       "unroll=True on the layer, or deploy the ONNX artifact")
+        raise ConversionError(f"TFLite {what} conversion failed: {reason}") from None
 
 
 @register_converter("tflite-fp32", filename="model_fp32.tflite", runtime="tflite", quantized=False,

@@ -49,6 +49,11 @@ _ARM_PARTS = {
 }
 
 
+# TFLite builtins whose state lives in variable tensors that persist across invoke().
+_STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+                 "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "SVDF"}
+
+
 class RunnerError(Exception):
     """A failure the runner reports in its JSON (bad model, bad data, missing runtime)."""
 
@@ -224,6 +229,13 @@ class _TFLiteModel:
                                                          str(exc).strip()[:300]))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        try:
+            ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
+        except Exception:  # a runtime without the op listing: assume stateless
+            ops = set()
+        # Fused sequence kernels keep their state in variable tensors between invocations: an
+        # app resets them before each independent sequence, so the runner does too (and times it).
+        self.stateful = bool(ops & _STATEFUL_OPS)
 
     def tensors(self):
         def describe(detail):
@@ -245,6 +257,8 @@ class _TFLiteModel:
         self.interpreter.set_tensor(self.input["index"], prepared)
 
     def invoke(self):
+        if self.stateful:
+            self.interpreter.reset_all_variables()
         self.interpreter.invoke()
 
     def get_output(self):

@@ -16,6 +16,11 @@ LITERT_ANDROID = "com.google.ai.edge.litert:litert:1.4.1"  # the Interpreter API
 ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android"
 
 
+# TFLite builtins that keep state in variable tensors across invocations (fused sequence kernels).
+STATEFUL_TFLITE_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM",
+                                 "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "SVDF"})
+
+
 def _fmt(value: float) -> str:
     return f"{value:.9g}"
 
@@ -363,6 +368,15 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
               "mean/std, image properties, labels.txt packed inside as the output's associated file) and as JSON "
               "(metadata entry `edgeqd`); the `.onnx` files carry them in `metadata_props`. "
               "Run `edgeqd inspect <file>` to see them.", ""]
+    stateful = sorted({row["type"] for info in described.values() for row in info.get("operators", [])}
+                      & STATEFUL_TFLITE_OPS)
+    if stateful:
+        lines += [f"**State between calls.** The `.tflite` runs {', '.join(stateful)}, whose state lives in "
+                  "variable tensors that persist across invocations. Each input here is an independent "
+                  "sequence (the Keras layer is stateless), so reset them before every inference: "
+                  "`interpreter.resetVariableTensors()` (Kotlin/Java), `interpreter->ResetVariableTensors()` "
+                  "(C++), `interpreter.reset_all_variables()` (Python), `interpreter.Reset()` (TFLite Micro). "
+                  "edgeqd's evaluation and `edgeqd bench` do the same.", ""]
 
     if main is not None:
         file = artifacts[main]["file"]

@@ -110,6 +110,9 @@ def predict_tflite(model_path: str | Path, x: np.ndarray, num_threads: int | Non
         if np.issubdtype(inp["dtype"], np.integer):
             chunk = quantize(chunk, inp["dtype"], in_scale, in_zero)
         interpreter.set_tensor(inp["index"], chunk.astype(inp["dtype"]))
+        # Fused LSTM/RNN kernels keep their state in variable tensors across invocations;
+        # every sample here is an independent sequence (a no-op for stateless models).
+        interpreter.reset_all_variables()
         interpreter.invoke()
         y = interpreter.get_tensor(out["index"])[:n]
         if np.issubdtype(out["dtype"], np.integer):

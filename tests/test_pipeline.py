@@ -142,3 +142,22 @@ def test_calibration_subset_is_seeded_and_bounded(fashion):
 def test_unknown_format_names_the_valid_ones():
     with pytest.raises(UsageError, match="unknown format.*tflite-int3.*choose from.*tflite-int8"):
         resolve_formats(["tflite-int3"])
+
+
+def test_lstm_model_converts_with_stateless_parity_and_an_integration_note(tmp_path):
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 12, 4), dtype=np.float32)
+    np.savez(tmp_path / "seq.npz", x=x, y=x.mean(axis=1).argmax(axis=1))
+    model = keras.Sequential([keras.Input((12, 4)), keras.layers.LSTM(8), keras.layers.Dense(4)])
+    result = convert(model, tmp_path / "seq.npz", tmp_path / "out", formats=["tflite-fp32", "tflite-int8"],
+                     calibration_samples=50)
+    artifacts = {a["format"]: a for a in result.manifest["artifacts"]}
+    assert all(a["status"] == "ok" for a in artifacts.values()), artifacts
+    # 60 held-out sequences one after another through a stateful fused kernel: still Keras' answers.
+    assert artifacts["tflite-fp32"]["evaluation"]["agreement"] == 1.0
+    assert artifacts["tflite-fp32"]["evaluation"]["mean_abs_diff"] < 1e-5
+    text = (tmp_path / "out" / "INTEGRATION.md").read_text()
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in text and "resetVariableTensors()" in text

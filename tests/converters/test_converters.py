@@ -53,3 +53,49 @@ def test_onnx_int8_rejects_an_unknown_calibration_method(tmp_path, fashion):
                                 calibration_method="magic")
     with pytest.raises(ConversionError, match="unknown calibration method 'magic'"):
         CONVERTERS["onnx-int8"].fn(context, tmp_path / "m.onnx")
+
+
+def _sequence_model(layer):
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((12, 4)), layer, keras.layers.Dense(5)])
+
+
+def test_lstm_converts_to_tflite_fused_and_stateless_per_sample(tmp_path):
+    import tf_keras as keras
+
+    from edgeqd.devices import runner
+
+    model = _sequence_model(keras.layers.LSTM(8))
+    x = np.random.default_rng(0).random((40, 12, 4), dtype=np.float32)
+    reference = model.predict(x, verbose=0)
+    context = ConversionContext(model=model, calibration=x[:20], workdir=tmp_path)
+    for name in ("tflite-fp32", "tflite-int8"):
+        out = tmp_path / CONVERTERS[name].filename
+        CONVERTERS[name].fn(context, out)
+        # The fused kernel keeps LSTM state in variable tensors between invocations; each sample
+        # must still come out as Keras computes it, in edgeqd's evaluator and in the device runner.
+        outputs = PREDICTORS["tflite"](out, x)
+        on_device = runner.predict(runner.open_model(str(out)), x)
+        if name == "tflite-fp32":
+            np.testing.assert_allclose(outputs, reference, atol=1e-5)
+            np.testing.assert_allclose(on_device, reference, atol=1e-5)
+        else:
+            assert np.abs(outputs - reference).max() < 0.1 * np.abs(reference).max()
+            np.testing.assert_array_equal(on_device.argmax(1), outputs.argmax(1))
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "model_int8.tflite"))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and interpreter.get_input_details()[0]["dtype"] == np.int8
+
+
+def test_gru_tflite_failure_names_the_way_out(tmp_path):
+    import tf_keras as keras
+
+    model = _sequence_model(keras.layers.GRU(8))
+    context = ConversionContext(model=model, calibration=np.zeros((4, 12, 4), np.float32), workdir=tmp_path)
+    with pytest.raises(ConversionError, match="GRU, SimpleRNN.*unroll=True") as caught:
+        CONVERTERS["tflite-fp32"].fn(context, tmp_path / "model_fp32.tflite")
+    assert "loc(" not in str(caught.value) and len(str(caught.value)) < 600
