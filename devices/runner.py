@@ -50,7 +50,7 @@ _ARM_PARTS = {
 
 
 # TFLite builtins whose state lives in variable tensors that persist across invoke().
-_STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
                  "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "SVDF"}
 
 
@@ -235,7 +235,7 @@ class _TFLiteModel:
             ops = set()
         # Fused sequence kernels keep their state in variable tensors between invocations: an
         # app resets them before each independent sequence, so the runner does too (and times it).
-        self.stateful = bool(ops & _STATEFUL_OPS)
+        self.stateful = bool(ops & STATEFUL_OPS)
 
     def tensors(self):
         def describe(detail):

@@ -11,14 +11,10 @@ import math
 from typing import Any, Optional
 
 from edgeqd import __version__
+from edgeqd.devices.runner import STATEFUL_OPS
 
 LITERT_ANDROID = "com.google.ai.edge.litert:litert:1.4.1"  # the Interpreter API artifact (CPU)
 ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android"
-
-
-# TFLite builtins that keep state in variable tensors across invocations (fused sequence kernels).
-STATEFUL_TFLITE_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM",
-                                 "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "SVDF"})
 
 
 def _fmt(value: float) -> str:
@@ -369,7 +365,7 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
               "(metadata entry `edgeqd`); the `.onnx` files carry them in `metadata_props`. "
               "Run `edgeqd inspect <file>` to see them.", ""]
     stateful = sorted({row["type"] for info in described.values() for row in info.get("operators", [])}
-                      & STATEFUL_TFLITE_OPS)
+                      & STATEFUL_OPS)
     if stateful:
         lines += [f"**State between calls.** The `.tflite` runs {', '.join(stateful)}, whose state lives in "
                   "variable tensors that persist across invocations. Each input here is an independent "
