@@ -24,8 +24,8 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -296,7 +296,7 @@ def _download_debs(recipe: SysrootRecipe, work: Path, new_root: Path, say) -> No
         'APT::Sandbox::User "root";' if os.geteuid() == 0 else "", ""]))
     env = dict(os.environ, APT_CONFIG=str(apt / "apt.conf"), DEBIAN_FRONTEND="noninteractive")
     say(f"  apt-get update ({recipe.debian_arch})")
-    _apt_update(env, say)
+    _apt_update(env, recipe.kind, say)
     listing = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
                     "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *recipe.packages],
                    "apt-cache depends", env=env)
@@ -343,15 +343,20 @@ def optional_index_failures(apt_output: str) -> list[str]:
     return []
 
 
-def _apt_update(env: dict, say) -> None:
+def _apt_update(env: dict, kind: str, say) -> None:
     """``apt-get update``, tolerating a stale update/security index but never a missing main one.
 
     A mirror in the middle of a sync (seen here: bookworm-security's armhf ``Packages``
     with the wrong size) fails the whole update. The sysroot is an emulated test userland:
     after one retry it is built from ``bookworm main`` alone, saying so, rather than not
     at all; a failure of ``bookworm main`` itself stays an error.
+
+    Args:
+        env: environment with the sysroot's private ``APT_CONFIG``.
+        kind: the device kind being built (named in the warning).
+        say: callable taking one line of progress.
     """
-    for attempt in (1, 2):
+    for _ in range(2):
         done = run_process(["apt-get", "update", "-q"], timeout=_SETUP_TIMEOUT, env=env)
         if done.timed_out:
             raise DeviceError(f"apt-get update for the sysroot: timed out after {done.seconds:.0f} s")
@@ -363,7 +368,7 @@ def _apt_update(env: dict, say) -> None:
                               f"{tail(done.stderr or done.stdout)}")
     say(f"  warning: {len(failed)} update/security index(es) failed to download "
         f"({', '.join(url.split('/dists/')[-1] for url in failed)}); building from bookworm main "
-        f"without them — run `edgeqd devices setup --force` later for the updates")
+        f"without them — run `edgeqd devices setup {kind} --force` later for the updates")
 
 
 def _pip_platform_args(recipe: SysrootRecipe) -> list[str]:
