@@ -42,7 +42,11 @@ def _converter(context: ConversionContext):
 
 
 def _error_line(exc: Exception) -> str:
-    """The converter's own diagnosis: MLIR errors start with pages of source locations."""
+    """The converter's own diagnosis: MLIR errors start with pages of source locations.
+
+    Args:
+        exc: what ``convert()`` raised.
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
     return (errors or lines or [type(exc).__name__])[0]

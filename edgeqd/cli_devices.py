@@ -73,11 +73,11 @@ def bench_table(rows) -> "object":
 
 
 def profile_tables(rows, top: int = 8) -> list:
-    """Rich tables of the per-op profiles: time by op type, then the slowest nodes.
+    """One rich table per profiled row: time by op type, each with its slowest node.
 
     Args:
         rows: :class:`~edgeqd.types.BenchResult` rows (those without a profile are skipped).
-        top: how many op types and nodes each table lists.
+        top: how many op types each table lists.
     """
     from rich.table import Table
 
