@@ -10,12 +10,9 @@ end; phones and emulators themselves are "requires device".
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
+from faults import bench_with_dropped_connection
 
 from edgeqd.devices import DeviceConfig, bench
 from edgeqd.types import Status
@@ -110,28 +107,10 @@ def test_unknown_serial_is_a_failed_row(adb_device, models):
 
 def test_connection_dropped_mid_run(adb_device, models):
     device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
-    result = {}
-
-    def run():
-        result["rows"] = bench([models["int8.tflite"]], [device], runs=5, min_seconds=60, max_seconds=120,
-                               timeout=120)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-            "model_int8.tflite" in os.listdir(adb_device.remote_tmp / d) for d in os.listdir(adb_device.remote_tmp)):
-        time.sleep(0.2)
-    time.sleep(3)
-    adb_device.fixture.drop_connections()
-    worker.join(timeout=90)
-    assert not worker.is_alive()
-    row = result["rows"][0]
+    row = bench_with_dropped_connection(models["int8.tflite"], device, adb_device.remote_tmp,
+                                        adb_device.fixture.drop_connections)
     assert row.status == Status.FAILED, row
     # The device-side shell lost its stdin: the runner removed its own folder.
-    deadline = time.monotonic() + 15
-    while os.listdir(adb_device.remote_tmp) and time.monotonic() < deadline:
-        time.sleep(0.2)
     assert os.listdir(adb_device.remote_tmp) == []
     # Reconnect for later tests in this module.
     adb_device.adb("connect", adb_device.serial)

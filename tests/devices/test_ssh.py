@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 import pytest
+from faults import bench_with_dropped_connection
 
 from edgeqd.devices import DeviceConfig, bench
 from edgeqd.types import EMULATED_LATENCY_NOTE, Status
@@ -58,30 +58,9 @@ def test_unreachable_host_and_bad_host_key_are_failed_rows(sshd, models, tmp_pat
 
 def test_connection_killed_mid_run(sshd, models):
     device = host_python_device(sshd, connect_timeout=5)
-    result = {}
-
-    def run():
-        # 60 s of timing: the connection is cut long before the run could end on its own.
-        result["rows"] = bench([models["int8.tflite"]], [device], runs=5, min_seconds=60, max_seconds=120,
-                               timeout=120)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 60
-    # Wait until the runner is timing on the "board": its work folder holds the model.
-    while time.monotonic() < deadline and not any(
-            "model_int8.tflite" in os.listdir(sshd.remote_tmp / d) for d in os.listdir(sshd.remote_tmp)):
-        time.sleep(0.2)
-    time.sleep(3)
-    sshd.drop_connections()
-    worker.join(timeout=90)
-    assert not worker.is_alive()
-    row = result["rows"][0]
+    row = bench_with_dropped_connection(models["int8.tflite"], device, sshd.remote_tmp, sshd.drop_connections)
     assert row.status == Status.FAILED and "connection lost" in row.reason, row.reason
     # The runner saw its stdin end and removed its folder; close() also cleaned up.
-    deadline = time.monotonic() + 15
-    while os.listdir(sshd.remote_tmp) and time.monotonic() < deadline:
-        time.sleep(0.2)
     assert os.listdir(sshd.remote_tmp) == []
 
 
