@@ -54,6 +54,19 @@ STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "
                  "BIDIRECTIONAL_SEQUENCE_RNN", "LSTM", "SVDF"}
 
 
+def is_stateful(interpreter):
+    """Whether a loaded TFLite interpreter runs an op whose state persists across invoke().
+
+    Args:
+        interpreter: an ``ai_edge_litert`` / ``tflite_runtime`` Interpreter.
+    """
+    try:
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    except Exception:  # a runtime without the op listing: assume stateless
+        return False
+    return bool(ops & STATEFUL_OPS)
+
+
 class RunnerError(Exception):
     """A failure the runner reports in its JSON (bad model, bad data, missing runtime)."""
 
@@ -229,13 +242,9 @@ class _TFLiteModel:
                                                          str(exc).strip()[:300]))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        try:
-            ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
-        except Exception:  # a runtime without the op listing: assume stateless
-            ops = set()
-        # Fused sequence kernels keep their state in variable tensors between invocations: an
-        # app resets them before each independent sequence, so the runner does too (and times it).
-        self.stateful = bool(ops & STATEFUL_OPS)
+        # An app resets a stateful model before each independent sequence; the runner does
+        # too (and times it).
+        self.stateful = is_stateful(self.interpreter)
 
     def tensors(self):
         def describe(detail):

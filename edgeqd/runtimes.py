@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeqd.devices.runner import is_stateful
 from edgeqd.errors import ConversionError
 from edgeqd.types import Evaluation, TensorInfo
 
@@ -101,6 +102,9 @@ def predict_tflite(model_path: str | Path, x: np.ndarray, num_threads: int | Non
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
+    # Fused LSTM/RNN kernels keep their state in variable tensors across invocations; every
+    # sample here is an independent sequence.
+    stateful = is_stateful(interpreter)
     results = []
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
@@ -110,9 +114,8 @@ def predict_tflite(model_path: str | Path, x: np.ndarray, num_threads: int | Non
         if np.issubdtype(inp["dtype"], np.integer):
             chunk = quantize(chunk, inp["dtype"], in_scale, in_zero)
         interpreter.set_tensor(inp["index"], chunk.astype(inp["dtype"]))
-        # Fused LSTM/RNN kernels keep their state in variable tensors across invocations;
-        # every sample here is an independent sequence (a no-op for stateless models).
-        interpreter.reset_all_variables()
+        if stateful:
+            interpreter.reset_all_variables()
         interpreter.invoke()
         y = interpreter.get_tensor(out["index"])[:n]
         if np.issubdtype(out["dtype"], np.integer):
