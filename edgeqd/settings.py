@@ -1,0 +1,288 @@
+"""Settings as validated data: one frozen dataclass per stage, each field declared once.
+
+A field carries its default, its command-line option, its help text and its bounds
+(:func:`setting`); the dataclass checks every value when it is built, so the Python
+API and the CLI refuse the same mistakes with the same message (exit 2), and the CLI
+builds its options from these fields (:mod:`edgeqd.cli.options`) instead of
+repeating defaults and help texts. ``to_dict``/``from_dict`` round-trip them for
+manifests; unknown keys raise.
+
+>>> CalibrationSettings(samples=100).samples
+100
+>>> CalibrationSettings(samples=0)
+Traceback (most recent call last):
+edgeqd.errors.UsageError: --calibration-samples must be >= 1, got 0
+>>> CalibrationSettings.from_dict(CalibrationSettings().to_dict()) == CalibrationSettings()
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Optional, Sequence
+
+from edgeqd.errors import UsageError
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+QAT_SCHEDULES = ("joint", "two-phase")
+FEATURE_LOSSES = ("mse", "cosine")
+STRATEGIES = ("mirrored", "multiworker")
+
+
+def setting(default: Any, option: str, help: str, *, minimum: Optional[float] = None,
+            above: Optional[float] = None, maximum: Optional[float] = None,
+            choices: Sequence[str] = (), kind: Optional[type] = None, aliases: Sequence[str] = (),
+            metavar: Optional[str] = None) -> Any:
+    """A settings field: its default plus what the CLI and the validation need to know.
+
+    Args:
+        default: the value when none is given (None = unset / automatic).
+        option: the command-line option, e.g. ``"--calibration-samples"``.
+        help: the option's help text (the CLI shows the default itself).
+        minimum: smallest allowed value (inclusive).
+        above: values must be strictly greater than this.
+        maximum: largest allowed value (inclusive).
+        choices: the allowed values of a text setting.
+        kind: the value type (int, float, str, bool); defaults to the default's type.
+        aliases: older spellings of the option, still accepted.
+        metavar: the placeholder shown in ``--help``.
+    """
+    metadata = {"option": option, "help": help, "minimum": minimum, "above": above, "maximum": maximum,
+                "choices": tuple(choices), "kind": kind or (type(default) if default is not None else None),
+                "aliases": tuple(aliases), "metavar": metavar}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _check_number(name: str, value: Any, meta: dict) -> None:
+    option = meta["option"]
+    kind = meta["kind"]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UsageError(f"{option} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{option} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UsageError(f"{option} must be a finite number, got {value}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise UsageError(f"{option} must be >= {meta['minimum']:g}, got {value}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise UsageError(f"{option} must be > {meta['above']:g}, got {value}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise UsageError(f"{option} must be <= {meta['maximum']:g}, got {value}")
+
+
+class Settings:
+    """Base of every settings dataclass: validation, ``to_dict`` and ``from_dict``."""
+
+    #: Human name of the settings group, used in messages.
+    section: ClassVar[str] = "settings"
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            meta = item.metadata
+            value = getattr(self, item.name)
+            if "option" not in meta or value is None:  # nested groups validate themselves
+                continue
+            if isinstance(value, list):  # lists from JSON or callers: store tuples (frozen, hashable)
+                object.__setattr__(self, item.name, tuple(value))
+                continue
+            if meta["choices"] and value not in meta["choices"]:
+                raise UsageError(f"{meta['option']} {value!r}: choose one of {', '.join(meta['choices'])}")
+            if meta["kind"] in (int, float):
+                _check_number(item.name, value, meta)
+            elif meta["kind"] is bool and not isinstance(value, bool):
+                raise UsageError(f"{meta['option']} must be true or false, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve several fields (none by default)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the settings (nested settings as dicts, tuples as lists)."""
+        out = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Settings):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value] if value and not isinstance(value[0], (int, float)) else list(value)
+            out[item.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build the settings from a dict such as ``to_dict`` gives; unknown keys raise.
+
+        Args:
+            data: field names and values.
+        """
+        known = {item.name: item for item in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise UsageError(f"unknown {cls.section} setting(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        values = {}
+        for name, value in data.items():
+            nested = known[name].metadata.get("settings")
+            values[name] = nested.from_dict(value) if nested is not None and isinstance(value, dict) else value
+        return cls(**values)
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` applied (and validated).
+
+        Args:
+            **changes: field names and their new values.
+        """
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CalibrationSettings(Settings):
+    """How post-training quantization calibrates its ranges."""
+
+    section: ClassVar[str] = "calibration"
+    samples: int = setting(200, "--calibration-samples", "Training samples used to calibrate int8 ranges "
+                           "(all of them, with a note, when the data has fewer).", minimum=1)
+    method: str = setting("minmax", "--calibration", "ONNX Runtime calibrator of the int8 ONNX artifact.",
+                          choices=CALIBRATION_METHODS, aliases=("--calibration-method",))
+    per_channel: bool = setting(True, "--per-tensor", "One weight scale per tensor instead of per channel.")
+
+
+@dataclass(frozen=True)
+class VerifySettings(Settings):
+    """How artifacts are verified against the model the user brought."""
+
+    section: ClassVar[str] = "verify"
+    max_drop: Optional[float] = setting(None, "--max-drop", "Exit 4 when a quantized artifact loses more than "
+                                        "this many accuracy points against the original float model.",
+                                        minimum=0.0, kind=float, metavar="PTS")
+    eval_samples: Optional[int] = setting(None, "--eval-samples", "Evaluate on the first N held-out samples only.",
+                                          minimum=1, kind=int, metavar="N")
+
+
+@dataclass(frozen=True)
+class QATSettings(Settings):
+    """Quantization-aware fine-tuning (TFMOT), with or without a teacher in every step."""
+
+    section: ClassVar[str] = "qat"
+    epochs: int = setting(3, "--epochs", "Training epochs (per phase).", minimum=1)
+    learning_rate: float = setting(1e-4, "--learning-rate", "Adam learning rate of the fine-tuning.", above=0.0)
+    batch_size: int = setting(128, "--batch-size", "Training batch size.", minimum=1)
+    train_samples: Optional[int] = setting(None, "--train-samples", "Train on N (seeded) training samples only.",
+                                           minimum=1, kind=int, metavar="N")
+    schedule: str = setting("joint", "--schedule", "joint: QAT with distillation from the start; two-phase: "
+                            "distil in float, then QAT on labels.", choices=QAT_SCHEDULES)
+    temperature: float = setting(1.0, "--temperature", "Distillation temperature T of the QAT teacher term.",
+                                 above=0.0)
+    alpha: float = setting(0.3, "--alpha", "Weight of the teacher term (1 − alpha weighs the labels).",
+                           minimum=0.0, maximum=1.0)
+    features: tuple = setting((), "--feature", "Also match this intermediate feature (repeatable).",
+                              metavar="TEACHER_LAYER:STUDENT_LAYER")
+    strict: bool = setting(False, "--strict", "Fail instead of leaving unquantizable layers in float.")
+
+
+@dataclass(frozen=True)
+class DistillSettings(Settings):
+    """Knowledge distillation of a student from a teacher."""
+
+    section: ClassVar[str] = "distill"
+    student: str = setting("cnn", "--student", "A built-in family (edgeqd distill --list-students) or a Keras "
+                           "model path.", metavar="SPEC")
+    width: Optional[float] = setting(None, "--width", "Width multiplier of a built-in student "
+                                     "[default: sized to ~1/15 of the teacher].", above=0.0, kind=float)
+    depth: float = setting(1.0, "--depth", "Depth multiplier of a built-in student.", above=0.0)
+    temperature: float = setting(4.0, "--temperature", "Softmax temperature T > 0 of the teacher term.", above=0.0)
+    alpha: float = setting(0.9, "--alpha", "Weight α of the teacher term; 1 − α weighs the labels.",
+                           minimum=0.0, maximum=1.0)
+    features: tuple = setting((), "--feature", "Match a teacher layer's activations with a student layer's "
+                              "(repeatable).", metavar="T_LAYER:S_LAYER")
+    attention: tuple = setting((), "--attention", "Attention transfer between two conv layers (repeatable).",
+                               metavar="T_LAYER:S_LAYER")
+    feature_weight: float = setting(1.0, "--feature-weight", "Weight of each feature term.", minimum=0.0)
+    attention_weight: float = setting(10.0, "--attention-weight", "Weight of each attention term.", minimum=0.0)
+    feature_loss: str = setting("mse", "--feature-loss", "How features are compared.", choices=FEATURE_LOSSES)
+    epochs: int = setting(20, "--epochs", "Most epochs (early stopping may end sooner).", minimum=1)
+    batch_size: int = setting(128, "--batch-size", "Global batch size.", minimum=1)
+    learning_rate: float = setting(1e-3, "--learning-rate", "Adam's learning rate.", above=0.0)
+    patience: Optional[int] = setting(5, "--patience", "Stop after this many epochs without a better validation "
+                                      "figure; 0 never stops early.", minimum=0, kind=int)
+    validation_fraction: float = setting(0.1, "--validation-fraction", "Share of the training data held out to "
+                                         "pick the best epoch.", minimum=0.0, maximum=0.99)
+    strategy: Optional[str] = setting(None, "--strategy", "tf.distribute strategy; multiworker reads the cluster "
+                                      "from TF_CONFIG.", choices=STRATEGIES, kind=str)
+
+
+def nested(settings_class: type, optional: bool = False) -> Any:
+    """A field holding another settings group (built with its defaults unless ``optional``).
+
+    Args:
+        settings_class: the nested :class:`Settings` dataclass.
+        optional: default to None (the stage does not run) instead of the defaults.
+    """
+    metadata = {"settings": settings_class}
+    if optional:
+        return field(default=None, metadata=metadata)
+    return field(default_factory=settings_class, metadata=metadata)
+
+
+DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+
+
+@dataclass(frozen=True)
+class ConvertSettings(Settings):
+    """One run of the pipeline: [distil] → [QAT] → converters → verify → manifest → bundle.
+
+    ``qat`` set means quantization-aware training before converting; ``distill`` set
+    means a student is distilled from a teacher first. Both unset: post-training
+    quantization of the model as it is.
+    """
+
+    section: ClassVar[str] = "convert"
+    formats: tuple = setting(DEFAULT_FORMATS, "--formats", "Comma-separated output formats; see `edgeqd formats`.",
+                             metavar="LIST")
+    seed: int = setting(0, "--seed", "Seed of data splits, subsets, shuffling and new weights.")
+    calibration: CalibrationSettings = nested(CalibrationSettings)
+    verify: VerifySettings = nested(VerifySettings)
+    qat: Optional[QATSettings] = nested(QATSettings, optional=True)
+    distill: Optional[DistillSettings] = nested(DistillSettings, optional=True)
+
+    def check(self) -> None:
+        if not self.formats:
+            raise UsageError("no formats given; see `edgeqd formats`")
+        if len(set(self.formats)) != len(self.formats):
+            object.__setattr__(self, "formats", tuple(dict.fromkeys(self.formats)))
+
+    @property
+    def mode(self) -> str:
+        """``"qat"`` when quantization-aware training runs, else ``"ptq"``."""
+        return "qat" if self.qat is not None else "ptq"
+
+
+@dataclass(frozen=True)
+class BenchSettings(Settings):
+    """How ``bench`` measures every (artifact, device, threads) row."""
+
+    section: ClassVar[str] = "bench"
+    threads: tuple = setting((1,), "--threads", "Comma-separated thread counts, e.g. 1,4.", metavar="LIST")
+    runs: int = setting(50, "--runs", "Minimum timed runs.", minimum=1)
+    warmup: int = setting(5, "--warmup", "Warmup runs (the first inference included).", minimum=1)
+    min_seconds: float = setting(1.0, "--min-seconds", "Minimum timed seconds.", minimum=0.0)
+    max_seconds: float = setting(150.0, "--max-seconds", "Stop timing after this long.", above=0.0)
+    samples: int = setting(500, "--samples", "Evaluation samples shipped from --data.", minimum=1)
+    xnnpack: bool = setting(True, "--no-xnnpack", "Run LiteRT without its XNNPACK delegate.")
+    profile: bool = setting(False, "--profile", "Also a per-op profile where the runtime offers one "
+                            "(ONNX Runtime; benchmark_model on adb).")
+    reference: Optional[str] = setting("auto", "--reference", "Float artifact whose top-1 defines agreement; "
+                                       "'auto' = a *fp32*.tflite among the artifacts; 'none' to skip.")
+    retries: int = setting(0, "--retries", "Extra attempts for a failed row.", minimum=0)
+    timeout: float = setting(600.0, "--timeout", "Seconds allowed for one run on a device.", above=0.0)
+
+    def check(self) -> None:
+        if not self.threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in self.threads):
+            raise UsageError(f"--threads takes comma-separated positive integers like 1,4 (got {self.threads!r})")
+        if self.max_seconds < self.min_seconds:
+            raise UsageError(f"--max-seconds {self.max_seconds} is below --min-seconds {self.min_seconds}")
