@@ -9,7 +9,9 @@ remote devices of a fleet run concurrently.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +28,8 @@ from edgeqd.types import EMULATED_LATENCY_NOTE, BenchResult, Status
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
 _DEVICE_FILE_KEYS = {"name", "spec", "notes", "thermal", "governor", "options"}
+# Options that are paths or command lines: the transports hand them to shlex/subprocess.
+_TEXT_OPTIONS = {"python", "adb", "workdir_parent", "ssh_config", "identity_file", "benchmark_binary"}
 
 
 @dataclass(frozen=True)
@@ -53,27 +57,27 @@ def load_devices_file(path: Union[str, os.PathLike]) -> list[DeviceConfig]:
     """Read a devices file: a YAML list (or ``devices:`` list) of named device specs.
 
     Each entry has ``spec`` and optionally ``name``, ``notes``, ``thermal``, ``governor``
-    and ``options``; unknown keys raise :class:`UsageError`.
+    and ``options``; unknown keys raise :class:`UsageError`. The file is read by
+    :func:`~edgeqd.devices.fleet_yaml.read_fleet_yaml`: at most 1 MiB of UTF-8, no YAML
+    anchors or aliases (a "billion laughs" file is refused before it expands).
 
     Args:
         path: the YAML file.
 
+    Raises:
+        UsageError: for every problem with the file (exit 2), naming the file.
+
     >>> load_devices_file("fleet.yaml")  # doctest: +SKIP
     [DeviceConfig(spec='ssh://pi@pi4.local', name='pi4', notes='governor performance', options={})]
     """
-    import yaml
+    from edgeqd.devices.fleet_yaml import read_fleet_yaml
 
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read devices file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"devices file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    document = read_fleet_yaml(path)
     entries = document.get("devices") if isinstance(document, dict) else document
     if isinstance(document, dict) and set(document) - {"devices"}:
         raise UsageError(f"devices file {path}: unknown top-level key(s) "
-                         f"{', '.join(sorted(set(document) - {'devices'}))}; expected 'devices'")
+                         f"{', '.join(sorted(map(str, set(document) - {'devices'})))}; expected 'devices'")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"devices file {path}: expected a non-empty list of devices")
     configs = []
@@ -85,21 +89,42 @@ def load_devices_file(path: Union[str, os.PathLike]) -> list[DeviceConfig]:
         unknown = set(entry) - _DEVICE_FILE_KEYS
         if unknown:
             raise UsageError(f"devices file {path}: entry {number} has unknown key(s) "
-                             f"{', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_DEVICE_FILE_KEYS))}")
+                             f"{', '.join(sorted(map(str, unknown)))}; "
+                             f"allowed: {', '.join(sorted(_DEVICE_FILE_KEYS))}")
+        if not isinstance(entry["spec"], str):
+            raise UsageError(f"devices file {path}: entry {number}: 'spec' must be a string like "
+                             f"local or ssh://pi@host")
+        for key in ("name", "notes", "thermal", "governor"):
+            if isinstance(entry.get(key), (dict, list)):
+                raise UsageError(f"devices file {path}: entry {number}: {key!r} must be text, not a "
+                                 f"{'mapping' if isinstance(entry[key], dict) else 'list'}")
         options = entry.get("options") or {}
         if not isinstance(options, dict):
             raise UsageError(f"devices file {path}: entry {number}: 'options' must be a mapping")
+        _check_options(options, path, number)
         notes = "; ".join(str(entry[key]) if key == "notes" else f"{key}: {entry[key]}"
                           for key in ("notes", "thermal", "governor") if entry.get(key))
         config = DeviceConfig(spec=str(entry["spec"]), name=str(entry.get("name") or ""),
                               notes=notes, options=dict(options))
         config.device()  # validate the spec and its options now, not halfway through a run
         configs.append(config)
-    names = [c.name or c.spec for c in configs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(c.name or c.spec for c in configs)  # not list.count: O(n²) on big files
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
     if duplicates:
         raise UsageError(f"devices file {path}: duplicate device name(s) {', '.join(duplicates)}")
     return configs
+
+
+def _check_options(options: dict, path: Path, number: int) -> None:
+    """Option names must be text, values text, finite numbers or lists of text (what the kinds read)."""
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise UsageError(f"devices file {path}: entry {number}: option name {key!r} must be text")
+        plain = isinstance(value, (str, int, bool)) or (isinstance(value, float) and math.isfinite(value)) \
+            or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+        if not plain or (key in _TEXT_OPTIONS and not isinstance(value, str)):
+            raise UsageError(f"devices file {path}: entry {number}: option {key!r} must be "
+                             f"{'text' if key in _TEXT_OPTIONS else 'text, a finite number or a list of text'}")
 
 
 def _check_artifacts(artifacts: Sequence[Union[str, os.PathLike]]) -> list[Path]:
@@ -301,10 +326,12 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
     thread_counts = list(dict.fromkeys(int(t) for t in threads))
     if not thread_counts or min(thread_counts) < 1:
         raise UsageError(f"--threads must be positive integers (got {list(threads)})")
-    if runs < 1 or warmup < 0 or min_seconds < 0 or max_seconds < 0 or retries < 0 or timeout <= 0:
+    # Written so that NaN fails too (every comparison with NaN is False).
+    if not (runs >= 1 and warmup >= 0 and retries >= 0 and 0 <= min_seconds < math.inf
+            and 0 <= max_seconds < math.inf and 0 < timeout < math.inf):
         raise UsageError(f"invalid timing settings: runs {runs} (≥1), warmup {warmup} (≥0), "
-                         f"min-seconds {min_seconds} (≥0), max-seconds {max_seconds} (≥0), "
-                         f"retries {retries} (≥0), timeout {timeout} (>0)")
+                         f"min-seconds {min_seconds} (finite, ≥0), max-seconds {max_seconds} (finite, ≥0), "
+                         f"retries {retries} (≥0), timeout {timeout} (finite, >0)")
     if not devices:
         raise UsageError("give at least one --device or a --devices file")
     entries: list[tuple[Device, str]] = []
