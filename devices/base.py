@@ -12,6 +12,7 @@ the same schema.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -269,8 +270,10 @@ class Device:
         """What the device offers: identity, Python, runtimes (the runner's ``--probe``).
 
         Args:
-            timeout: seconds for the whole probe.
+            timeout: seconds for the whole probe (a finite number > 0).
         """
+        if not 0 < timeout < math.inf:  # NaN fails too
+            raise UsageError(f"--timeout must be a finite number of seconds > 0, got {timeout}")
         with self.open() as session:
             runner = session.ship(RUNNER)
             done = session.run(session.python + [runner, "--probe"], timeout=timeout)

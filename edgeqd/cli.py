@@ -14,8 +14,8 @@ from typing import Optional
 import click
 
 from edgeqd import __version__
-from edgeqd.cli_common import (EXIT_CODES_HELP, console, handle_errors, native_logs_captured,  # noqa: F401
-                               print_json, progress_bar)
+from edgeqd.cli_common import (EXIT_CODES_HELP, FiniteFloat, console, handle_errors,  # noqa: F401
+                               native_logs_captured, print_json, progress_bar)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
@@ -31,18 +31,39 @@ def data() -> None:
 
 
 @data.command("fetch")
+@click.option("--force", is_flag=True, help="Fetch again into the cache (as root: reinstall the package), "
+              "replacing damaged files.")
 @handle_errors
-def data_fetch() -> None:
-    """Make the built-in Fashion-MNIST available (Debian's dataset-fashion-mnist)."""
+def data_fetch(force: bool) -> None:
+    """Make the built-in Fashion-MNIST available (Debian's dataset-fashion-mnist) and check its files."""
     from edgeqd.data import provide_fashion_mnist
 
-    click.echo(str(provide_fashion_mnist()))
+    click.echo(str(provide_fashion_mnist(force=force)))
 
 
 def _format_names() -> list[str]:
     from edgeqd.converters import CONVERTERS
 
     return sorted(CONVERTERS)
+
+
+def parse_formats(text: Optional[str]) -> Optional[list[str]]:
+    """The names in a ``--formats`` value; None when the option was not given (the defaults).
+
+    Args:
+        text: the comma-separated value, or None.
+
+    Raises:
+        UsageError: the value names no format at all (``--formats ','``): exit 2.
+    """
+    if text is None:
+        return None
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    if not names:
+        from edgeqd.errors import UsageError
+
+        raise UsageError(f"--formats {text!r}: no formats given; choose from {', '.join(_format_names())}")
+    return names
 
 
 @cli.command()
@@ -57,7 +78,7 @@ def _format_names() -> list[str]:
 @click.option("--calibration-method", default="minmax", show_default=True,
               type=click.Choice(["minmax", "percentile", "entropy"]), help="ONNX Runtime calibrator.")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per channel.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=FiniteFloat(), default=None,
               help="Exit 4 when an int8 artifact loses more than this many accuracy points.")
 @click.option("--eval-samples", type=int, default=None, help="Evaluate on the first N held-out samples only.")
 @click.option("--seed", default=0, show_default=True, help="Seed of calibration draw and held-out split.")
@@ -99,7 +120,7 @@ def convert(model: Optional[Path], data: str, out: Path, formats: str, calibrati
     from edgeqd.pipeline import convert as run_convert
     from edgeqd.tables import convert_table
 
-    names = [f.strip() for f in formats.split(",") if f.strip()]
+    names = parse_formats(formats)
     if mode == "qat":  # QAT fine-tunes before converting: edgeqd quantize does it (issue 4)
         from edgeqd.cli_quantize import show_result
         from edgeqd.quantize import quantize

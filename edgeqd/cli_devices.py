@@ -7,7 +7,6 @@ succeeded, 5 when every row failed (or a probe/setup failed), 2 for usage errors
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli_common import console, handle_errors, native_logs_captured, print_json
+from edgeqd.cli_common import FiniteFloat, console, handle_errors, native_logs_captured, print_json
 from edgeqd.errors import DeviceError, UsageError
 
 EMULATED_MARK = "†"
@@ -133,8 +132,8 @@ def bench_document(rows, settings: dict) -> dict:
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,4.")
 @click.option("--runs", default=50, show_default=True, help="Minimum timed runs.")
 @click.option("--warmup", default=5, show_default=True, help="Warmup runs (the first inference included).")
-@click.option("--min-seconds", default=1.0, show_default=True, help="Minimum timed seconds.")
-@click.option("--max-seconds", default=150.0, show_default=True, help="Stop timing after this long.")
+@click.option("--min-seconds", default=1.0, type=FiniteFloat(), show_default=True, help="Minimum timed seconds.")
+@click.option("--max-seconds", default=150.0, type=FiniteFloat(), show_default=True, help="Stop timing after this long.")
 @click.option("--no-xnnpack", is_flag=True, help="Run LiteRT without its XNNPACK delegate.")
 @click.option("--profile", is_flag=True,
               help="Also a per-op profile, after the timed runs, where the runtime offers one "
@@ -143,7 +142,7 @@ def bench_document(rows, settings: dict) -> dict:
               help="Float artifact whose top-1 defines agreement; 'auto' = a *fp32*.tflite among the "
                    "artifacts; 'none' to skip.")
 @click.option("--retries", default=0, show_default=True, help="Extra attempts for a failed row.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds allowed for one run on a device.")
+@click.option("--timeout", default=600.0, type=FiniteFloat(), show_default=True, help="Seconds allowed for one run on a device.")
 @click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
               help="TFLite's native benchmark_model for adb devices (Android has no Python).")
 @click.option("--json", "json_file", type=click.Path(path_type=Path), default=None,
@@ -160,7 +159,8 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
     """
     from edgeqd.devices import bench, load_devices_file
     from edgeqd.devices.bench import all_failed
-    from edgeqd.outputs import atomic_file, check_writable
+    from edgeqd.outputs import atomic_file, check_output_safe, check_writable
+    from edgeqd.strict_json import dumps
 
     devices: list = list(device_specs)
     if devices_file is not None:
@@ -169,6 +169,8 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
         raise UsageError("give --device SPEC (repeatable) or --devices FILE.yaml")
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
+        check_output_safe(json_file, [*artifacts, devices_file, benchmark_binary, data, reference],
+                          file=True, option="--json")
         check_writable(json_file, force)
     counts = _thread_counts(threads)
     with native_logs_captured() as stderr_fd:
@@ -195,14 +197,14 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
                 "profile": profile, "retries": retries}
     document = bench_document(rows, settings)
     if to_stdout:
-        click.echo(json.dumps(document, indent=2, default=str))
+        click.echo(dumps(document, "the bench document", indent=2, default=str))
     else:
         console().print(bench_table(rows))
         for table in profile_tables(rows):
             console().print(table)
         if json_file is not None:
             with atomic_file(json_file, force=force) as tmp:
-                tmp.write_text(json.dumps(document, indent=2, default=str))
+                tmp.write_text(dumps(document, str(json_file), indent=2, default=str))
             click.echo(f"wrote {json_file}", err=True)
     if all_failed(rows):
         click.echo(f"error: all {len(rows)} row(s) failed; first reason: {rows[0].reason}", err=True)
@@ -254,7 +256,8 @@ def devices_list(devices_file, as_json) -> None:
 
 @devices_group.command("probe")
 @click.argument("spec")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds for the probe.")
+@click.option("--timeout", default=120.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
+              help="Seconds for the probe (> 0).")
 @handle_errors
 def devices_probe(spec, timeout) -> None:
     """Print what device SPEC has: CPU, cores, memory, OS, Python and runtimes (JSON)."""

@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli_common import console, handle_errors, print_json
+from edgeqd.cli_common import FiniteFloat, console, handle_errors, print_json
 from edgeqd.errors import UsageError
 
 _DEMO_SHAPE, _DEMO_CLASSES = (28, 28, 1), 10
@@ -96,27 +96,27 @@ def _result_table(result):
 @click.option("--student", "student", default="cnn", show_default=True, metavar="SPEC",
               help="A built-in family (see --list-students) or a Keras model path, compiled or not.")
 @click.option("--out", "out", metavar="STUDENT.keras", help="Where to save the student (.keras or .h5).")
-@click.option("--temperature", type=float, default=4.0, show_default=True,
+@click.option("--temperature", type=FiniteFloat(), default=4.0, show_default=True,
               help="Softmax temperature T > 0 of the teacher term.")
-@click.option("--alpha", type=float, default=0.9, show_default=True,
+@click.option("--alpha", type=FiniteFloat(), default=0.9, show_default=True,
               help="Weight α of the teacher term; 1 − α weighs the labels.")
 @click.option("--feature", "features", multiple=True, metavar="T_LAYER:S_LAYER",
               help="Match a teacher layer's activations with a student layer's (repeatable).")
 @click.option("--attention", "attention", multiple=True, metavar="T_LAYER:S_LAYER",
               help="Attention transfer between two conv layers (repeatable).")
-@click.option("--feature-weight", type=float, default=1.0, show_default=True, help="Weight of each feature term.")
-@click.option("--attention-weight", type=float, default=10.0, show_default=True,
+@click.option("--feature-weight", type=FiniteFloat(), default=1.0, show_default=True, help="Weight of each feature term.")
+@click.option("--attention-weight", type=FiniteFloat(), default=10.0, show_default=True,
               help="Weight of each attention term.")
 @click.option("--feature-loss", type=click.Choice(["mse", "cosine"]), default="mse", show_default=True)
-@click.option("--width", type=float, default=None,
+@click.option("--width", type=FiniteFloat(), default=None,
               help="Width multiplier of a built-in student [default: sized to ~1/15 of the teacher].")
-@click.option("--depth", type=float, default=1.0, show_default=True, help="Depth multiplier of a built-in student.")
+@click.option("--depth", type=FiniteFloat(), default=1.0, show_default=True, help="Depth multiplier of a built-in student.")
 @click.option("--epochs", type=int, default=20, show_default=True, help="Most epochs (early stopping may end sooner).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option("--learning-rate", type=FiniteFloat(), default=1e-3, show_default=True, help="Adam's learning rate.")
 @click.option("--patience", type=int, default=5, show_default=True,
               help="Stop after this many epochs without a better validation accuracy; 0 never stops early.")
-@click.option("--validation-fraction", type=float, default=0.1, show_default=True,
+@click.option("--validation-fraction", type=FiniteFloat(), default=0.1, show_default=True,
               help="Share of the training data held out to pick the best epoch.")
 @click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]), default=None,
               help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")

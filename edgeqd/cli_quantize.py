@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import click
 
-from edgeqd.cli_common import console, handle_errors, print_json, progress_bar
+from edgeqd.cli_common import FiniteFloat, console, handle_errors, print_json, progress_bar
 from edgeqd.quantize import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE
 
 
@@ -100,11 +100,11 @@ def register(cli: click.Group) -> None:
     @click.option("--epochs", default=3, show_default=True, type=int, help="Training epochs (per phase).")
     @click.option("--feature", "features", multiple=True, metavar="TEACHER_LAYER:STUDENT_LAYER",
                   help="Also match this intermediate feature (repeatable).")
-    @click.option("--temperature", default=DEFAULT_QAT_TEMPERATURE, show_default=True, type=float,
+    @click.option("--temperature", default=DEFAULT_QAT_TEMPERATURE, show_default=True, type=FiniteFloat(),
                   help="Distillation temperature T.")
-    @click.option("--alpha", default=DEFAULT_QAT_ALPHA, show_default=True, type=float,
+    @click.option("--alpha", default=DEFAULT_QAT_ALPHA, show_default=True, type=FiniteFloat(),
                   help="Weight of the teacher term (1 − alpha weighs the labels).")
-    @click.option("--learning-rate", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
+    @click.option("--learning-rate", default=1e-4, show_default=True, type=FiniteFloat(), help="Adam learning rate.")
     @click.option("--batch-size", default=128, show_default=True, type=int, help="Training batch size.")
     @click.option("--train-samples", type=int, default=None, help="Train on N (seeded) training samples only.")
     @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per channel.")
@@ -113,7 +113,7 @@ def register(cli: click.Group) -> None:
     @click.option("--calibration-samples", default=200, show_default=True, type=int,
                   help="Training samples used to calibrate PTQ ranges.")
     @click.option("--strict", is_flag=True, help="Fail instead of leaving unquantizable layers in float.")
-    @click.option("--max-drop", type=float, default=None,
+    @click.option("--max-drop", type=FiniteFloat(), default=None,
                   help="Exit 4 when the int8 TFLite/ONNX loses more than this many points vs the float model.")
     @click.option("--formats", default=None, help="Comma-separated formats (default: tflite-int8,onnx-int8 for "
                   "QAT; the four defaults for PTQ).")
@@ -140,7 +140,9 @@ def register(cli: click.Group) -> None:
         """
         from edgeqd.quantize import quantize
 
-        names = [f.strip() for f in (formats or "").split(",") if f.strip()]
+        from edgeqd.cli import parse_formats
+
+        names = parse_formats(formats) or []
         with progress_bar(quiet=as_json) as report:
             result = quantize(model, data, out, mode=mode, teacher=teacher, schedule=schedule, epochs=epochs,
                               features=features, temperature=temperature, alpha=alpha,

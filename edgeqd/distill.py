@@ -415,7 +415,7 @@ class Distiller(keras.Model):
         try:
             self.feature_loss_kind = FeatureLoss(feature_loss)
         except ValueError:
-            raise DistillationError(f"--feature-loss {feature_loss!r}: choose mse or cosine") from None
+            raise UsageError(f"--feature-loss {feature_loss!r}: choose mse or cosine") from None
         self.temperature = float(temperature)
         self.alpha = float(alpha)
         self.feature_weight = float(feature_weight)
@@ -589,7 +589,10 @@ def _layer_output(layer, role: str):
 
 def check_settings(temperature: float, alpha: float, feature_weight: float = DEFAULT_FEATURE_WEIGHT,
                    attention_weight: float = DEFAULT_ATTENTION_WEIGHT) -> None:
-    """Raise :class:`DistillationError` for a temperature ≤ 0, α outside [0, 1] or a negative weight.
+    """Raise :class:`UsageError` for a temperature ≤ 0, α outside [0, 1], a negative weight or a non-finite one.
+
+    These are option values, so a bad one is a usage error (exit 2), like every other bad
+    option; :class:`DistillationError` stays for a teacher and student that do not fit.
 
     Args:
         temperature: softmax temperature.
@@ -599,15 +602,15 @@ def check_settings(temperature: float, alpha: float, feature_weight: float = DEF
 
     >>> check_settings(4.0, 1.5)
     Traceback (most recent call last):
-    edgeqd.errors.DistillationError: --alpha must be within [0, 1], got 1.5
+    edgeqd.errors.UsageError: --alpha must be within [0, 1], got 1.5
     """
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise DistillationError(f"--temperature must be > 0, got {temperature}")
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise DistillationError(f"--alpha must be within [0, 1], got {alpha}")
+        raise UsageError(f"--temperature must be a finite number > 0, got {temperature}")
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):  # NaN fails both comparisons
+        raise UsageError(f"--alpha must be within [0, 1], got {alpha}")
     for option, value in (("--feature-weight", feature_weight), ("--attention-weight", attention_weight)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise DistillationError(f"{option} must be >= 0, got {value}")
+            raise UsageError(f"{option} must be a finite number >= 0, got {value}")
 
 
 def check_compatible(teacher, student) -> None:
@@ -819,6 +822,22 @@ class _Checkpoints:
         return (self.folder / "state.json").is_file()
 
     def save(self, keeper: _Keeper) -> None:
+        """Checkpoint the epoch; on a full disk drop the partial epoch and raise NoRoomError (exit 2)."""
+        from edgeqd.outputs import no_room, no_room_error
+
+        try:
+            self._save(keeper)
+        except Exception as exc:
+            full = no_room(exc)
+            if full is None:
+                raise
+            committed = json.loads((self.folder / "state.json").read_text()).get("tag") if self.exists() else None
+            for partial in [*self.folder.glob("epoch-*"), *self.folder.glob(".state.json.tmp-*")]:
+                if partial.name != committed:
+                    shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink()
+            raise no_room_error(full, self.folder.parent) from None
+
+    def _save(self, keeper: _Keeper) -> None:
         # Every worker writes (saving may run collective ops); only the chief keeps what it wrote.
         folder = self.folder if self.chief else Path(tempfile.mkdtemp(prefix="edgeqd-ckpt-"))
         folder.mkdir(parents=True, exist_ok=True)
@@ -1001,24 +1020,25 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
     from edgeqd import __version__
     from edgeqd.data import check_fits_model, load_dataset
     from edgeqd.models import model_signature, save_model
-    from edgeqd.outputs import check_writable
-    from edgeqd.students import STUDENTS, build_student, size_to_teacher
+    from edgeqd.outputs import NoRoomError, check_output_safe, check_writable
+    from edgeqd.students import STUDENTS, build_student, check_size, size_to_teacher
 
     started = time.monotonic()
     # Settings first: a typo fails in milliseconds, before any model is loaded.
     check_settings(temperature, alpha, feature_weight, attention_weight)
+    check_size(width, depth)
     try:
         FeatureLoss(feature_loss)
     except ValueError:
-        raise DistillationError(f"--feature-loss {feature_loss!r}: choose mse or cosine") from None
+        raise UsageError(f"--feature-loss {feature_loss!r}: choose mse or cosine") from None
     feature_pairs = parse_layer_pairs(features, "--feature")
     attention_pairs = parse_layer_pairs(attention, "--attention")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    if not learning_rate > 0:
-        raise UsageError(f"--learning-rate must be > 0, got {learning_rate}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise UsageError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
     if patience is not None and patience < 1:
         raise UsageError(f"--patience must be >= 1, got {patience}")
     if not 0 <= validation_fraction < 1:
@@ -1033,6 +1053,10 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
     if out is not None and chief:
         if out.suffix not in (".keras", ".h5"):
             raise UsageError(f"{out}: save the student as .keras or .h5")
+        inputs = [teacher, data, student]
+        check_output_safe(out, inputs, file=True)
+        check_output_safe(report_path(out), inputs, file=True, option="--out's report")
+        check_output_safe(checkpoint_folder(out), inputs, option="--out's checkpoint folder")
         check_writable(out, force)
         check_writable(report_path(out), force)
         if resume and not (checkpoint_folder(out) / "state.json").is_file():
@@ -1055,8 +1079,8 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
         if isinstance(student, keras.Model) or str(student) not in STUDENTS:
             if not isinstance(student, keras.Model) and not Path(str(student)).exists() \
                     and Path(str(student)).suffix not in (".keras", ".h5", ".hdf5"):
-                raise DistillationError(f"unknown student {str(student)!r}: give a Keras model path or one of "
-                                        f"{', '.join(sorted(STUDENTS))}")
+                raise UsageError(f"unknown student {str(student)!r}: give a Keras model path or one of "
+                                 f"{', '.join(sorted(STUDENTS))}")
             student_model, student_name = _materialize(student, "student", unsafe_deserialization, dist)
             student_settings = {"student": student_name}
         else:
@@ -1130,6 +1154,10 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
                         f"interrupted after {keeper.epochs_done} epoch(s): checkpoint saved in "
                         f"{checkpoints.folder}; run the same command with --resume to go on", highlight=False)
             raise
+        except NoRoomError:
+            if checkpoints is not None and not resume:  # this run's checkpoint: give the space back
+                checkpoints.remove()
+            raise
         except tf.errors.OpError as exc:
             first = (exc.message or type(exc).__name__).strip().splitlines()[0][:300]
             raise DistillationError(f"training failed inside TensorFlow ({type(exc).__name__}: {first})") from None
@@ -1154,11 +1182,21 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
         notes=tuple(notes), student=distiller.student)
     if out is not None:
         if chief:
-            save_model(distiller.student, out, force=force)
             from edgeqd.outputs import write_bytes_atomic
+            from edgeqd.strict_json import dumps
 
-            write_bytes_atomic(report_path(out), json.dumps(result.to_dict(), indent=2, default=str).encode(),
-                               force=force)
+            saved = False
+            try:
+                save_model(distiller.student, out, force=force)
+                saved = True
+                write_bytes_atomic(report_path(out), dumps(result.to_dict(), "the distillation report", indent=2,
+                                                           default=str).encode(), force=force)
+            except NoRoomError:  # a full disk: leave nothing of this run behind
+                if saved:
+                    Path(out).unlink(missing_ok=True)
+                if not resume:
+                    checkpoints.remove()
+                raise
         else:  # every worker saves (collective reads); the others throw theirs away
             scratch = Path(tempfile.mkdtemp(prefix="edgeqd-worker-"))
             distiller.student.save(scratch / out.name)

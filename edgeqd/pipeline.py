@@ -9,9 +9,7 @@ that is renamed into place at the end.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgeqd import __version__
+from edgeqd import __version__, interrupts
 from edgeqd.errors import ConversionError, DataError, EdgeqdError, UsageError
 from edgeqd.types import ArtifactResult, Dataset, Evaluation, QuantMode, Status
 
@@ -109,7 +107,7 @@ def load_for_model(model, data: str | Dataset, seed: int = 0) -> Dataset:
         data: a dataset spec for :func:`edgeqd.data.load_dataset`, or a loaded Dataset.
         seed: seed of the held-out split when the data has none.
     """
-    from edgeqd.data import check_fits_model, load_dataset, validate_dataset
+    from edgeqd.data import check_fits_model, load_dataset, validate_dataset, with_class_names
     from edgeqd.models import model_signature
 
     input_shape, num_classes = model_signature(model)
@@ -121,7 +119,7 @@ def load_for_model(model, data: str | Dataset, seed: int = 0) -> Dataset:
         channels = int(input_shape[-1]) if len(input_shape) == 3 and input_shape[-1] in (1, 3, 4) else 3
         dataset = load_dataset(data, image_size=image_size, channels=channels, seed=seed)
     check_fits_model(dataset, input_shape, num_classes)
-    return dataset
+    return with_class_names(dataset, num_classes)  # labels.txt needs a name per output
 
 
 def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
@@ -164,6 +162,7 @@ def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
     from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
+    from edgeqd.outputs import no_room
 
     converter = CONVERTERS[name]
     started = time.perf_counter()
@@ -174,10 +173,16 @@ def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
         evaluation, inputs, outputs = verify_artifact(target, converter.runtime, x_eval, reference, labels)
     except EdgeqdError as exc:
         target.unlink(missing_ok=True)
+        if interrupts.received() is not None:
+            raise
         return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=str(exc),
                               seconds=time.perf_counter() - started)
     except Exception as exc:  # a converter bug or a library edge case: still a row, not a crash
         target.unlink(missing_ok=True)
+        # An interrupt that native code turned into another error (an import's "initialization
+        # failed") is the interrupt, and a full disk fails every later artifact too: not rows.
+        if interrupts.received() is not None or no_room(exc) is not None:
+            raise
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=reason,
                               seconds=time.perf_counter() - started)
@@ -230,24 +235,25 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
     >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
     """
     from edgeqd.converters import DEFAULT_FORMATS
-    from edgeqd.outputs import check_writable
+    from edgeqd.outputs import check_output_safe, check_writable, scratch_dir
 
     names = resolve_formats(list(formats) or list(DEFAULT_FORMATS))
     out = Path(out)
+    check_output_safe(out, [model, data, distill_from, student])
     check_writable(out, force)
-    if max_drop is not None and max_drop < 0:
-        raise UsageError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if max_drop is not None and not (np.isfinite(max_drop) and max_drop >= 0):  # NaN would turn the gate off
+        raise UsageError(f"--max-drop must be a finite number >= 0 points, got {max_drop}")
     if eval_samples is not None and eval_samples <= 0:
         raise UsageError(f"--eval-samples must be positive, got {eval_samples}")
+    if distill_from is not None and distill_epochs <= 0:  # checked here so the error names this option
+        raise UsageError(f"--distill-epochs must be positive, got {distill_epochs}")
     report = progress or (lambda step, done, total: None)
 
-    scratch = Path(tempfile.mkdtemp(prefix="edgeqd-work-"))
-    try:
+    # $TMPDIR/edgeqd-work-PID-XXXX: removed however the run ends; a killed run's is removed by the next.
+    with scratch_dir("edgeqd-work") as scratch:
         return _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
                         eval_samples, per_channel, calibration_method, mode, seed, dict(extra_manifest or {}),
                         distill_from, student, distill_epochs, report, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
@@ -300,6 +306,7 @@ def _convert(model, data, out, names, calibration_samples, max_drop, force, unsa
                                     per_channel=per_channel, calibration_method=calibration_method,
                                     metadata=artifact_metadata(model, dataset))
         for done, name in enumerate(names, start=2):
+            interrupts.check()  # a stage boundary: an interrupt a converter swallowed ends the run here
             report(f"converting {name}", done, total)
             results.append(_build_one(name, context, tmp, x_eval, reference, labels, keras_accuracy))
 
@@ -332,6 +339,8 @@ def _convert(model, data, out, names, calibration_samples, max_drop, force, unsa
             **extra_manifest,
         }
         manifest["bundle"] = write_bundle(tmp, manifest)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        from edgeqd.strict_json import dumps
+
+        (tmp / MANIFEST).write_text(dumps(manifest, MANIFEST, indent=2) + "\n")
     report("done", total, total)
     return ConvertResult(out=out, manifest=manifest, artifacts=results, problems=problems)

@@ -26,7 +26,6 @@ to the int8 artifacts against the float model the user gave.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -72,8 +71,8 @@ def _check_options(mode: QuantMode, teacher, schedule: str, epochs: int, calibra
         raise UsageError(f"--calibration {calibration!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
     if calibration_samples <= 0:
         raise UsageError(f"--calibration-samples must be positive, got {calibration_samples}")
-    if max_drop is not None and max_drop < 0:
-        raise UsageError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if max_drop is not None and not (np.isfinite(max_drop) and max_drop >= 0):  # NaN would turn the gate off
+        raise UsageError(f"--max-drop must be a finite number >= 0 points, got {max_drop}")
     if train_samples is not None and train_samples <= 0:
         raise UsageError(f"--train-samples must be positive, got {train_samples}")
     if mode == QuantMode.PTQ:
@@ -264,7 +263,7 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
 
     >>> quantize("student.keras", "fashion-mnist", "out/", teacher="teacher.keras")  # doctest: +SKIP
     """
-    from edgeqd.outputs import atomic_dir, check_writable
+    from edgeqd.outputs import atomic_dir, check_output_safe, check_writable
     from edgeqd.pipeline import ConvertResult, convert, load_for_model
 
     try:
@@ -275,6 +274,7 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
     _check_options(mode, teacher, schedule, epochs, calibration, calibration_samples, batch_size,
                    learning_rate, max_drop, train_samples, temperature, alpha, features)
     out = Path(out)
+    check_output_safe(out, [model, data, teacher])
     check_writable(out, force)
     report = progress or (lambda step, done, total: None)
     started = time.perf_counter()
@@ -379,7 +379,9 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
         problems += _drop_problems(manifest, float_accuracy, max_drop)
         manifest["max_drop"] = max_drop
         manifest["problems"] = problems
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        from edgeqd.strict_json import dumps
+
+        (tmp / "manifest.json").write_text(dumps(manifest, "manifest.json", indent=2) + "\n")
     report("done", 1, 1)
     return ConvertResult(out=out, manifest=manifest, artifacts=result.artifacts, problems=problems)
 

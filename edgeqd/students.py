@@ -20,10 +20,11 @@ when the family can reach it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from edgeqd.errors import DistillationError
+from edgeqd.errors import DistillationError, UsageError
 
 # A built-in student aims at this fraction of the teacher's parameters: the middle
 # (geometrically) of the 1/10 – 1/20 band the issue asks for.
@@ -244,8 +245,8 @@ def build_mlp(input_shape, num_classes: int, width: float = 1.0, depth: float = 
 
 def _family(name: str, input_shape: Sequence[Optional[int]]) -> StudentFamily:
     if name not in STUDENTS:
-        raise DistillationError(f"unknown student {name!r}: give a Keras model path or one of "
-                                f"{', '.join(sorted(STUDENTS))}")
+        raise UsageError(f"unknown student {name!r}: give a Keras model path or one of "
+                         f"{', '.join(sorted(STUDENTS))}")
     family = STUDENTS[name]
     if not family.fits(input_shape):
         fitting = [n for n, f in sorted(STUDENTS.items()) if f.fits(input_shape)]
@@ -313,6 +314,26 @@ def size_to_teacher(name: str, input_shape: Sequence[int], num_classes: int, tea
     return _WIDTH_LADDER[best]
 
 
+def check_size(width: Optional[float], depth: float) -> None:
+    """Raise :class:`UsageError` for a width or depth multiplier that is not a finite number > 0.
+
+    They are option values (``--width``, ``--depth``), so a bad one is a usage error (exit 2);
+    ``inf`` would try to build an endless model, NaN would slip through ``width <= 0``.
+
+    Args:
+        width: channel multiplier, or None (sized to the teacher).
+        depth: block multiplier.
+
+    >>> check_size(float("nan"), 1.0)
+    Traceback (most recent call last):
+    edgeqd.errors.UsageError: --width must be a finite number > 0, got nan
+    """
+    if width is not None and not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+        raise UsageError(f"--width must be a finite number > 0, got {width}")
+    if not (isinstance(depth, (int, float)) and math.isfinite(depth) and depth > 0):
+        raise UsageError(f"--depth must be a finite number > 0, got {depth}")
+
+
 def build_student(name: str, input_shape: Sequence[int], num_classes: int, width: Optional[float] = None,
                   depth: float = 1.0, teacher_params: Optional[int] = None):
     """Build a built-in student, sized to the teacher when ``width`` is not given.
@@ -332,10 +353,7 @@ def build_student(name: str, input_shape: Sequence[int], num_classes: int, width
     >>> build_student("cnn", (28, 28, 1), 10, width=0.5).count_params() < 20_000
     True
     """
-    if width is not None and not width > 0:
-        raise DistillationError(f"--width must be > 0, got {width}")
-    if not depth > 0:
-        raise DistillationError(f"--depth must be > 0, got {depth}")
+    check_size(width, depth)
     family = _family(name, input_shape)
     if width is None:
         width = size_to_teacher(name, input_shape, num_classes, teacher_params, depth) if teacher_params else 1.0

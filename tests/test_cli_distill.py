@@ -71,11 +71,12 @@ def test_no_label_data_through_the_command(unlabelled_npz, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["--temperature", "0"], 3, "--temperature must be > 0, got 0.0"),
-    (["--alpha", "2"], 3, "--alpha must be within [0, 1], got 2.0"),
+    (["--temperature", "0"], 2, "--temperature must be a finite number > 0, got 0.0"),
+    (["--alpha", "2"], 2, "--alpha must be within [0, 1], got 2.0"),
+    (["--width", "0"], 2, "--width must be a finite number > 0, got 0.0"),
     (["--feature", "nope:relu1"], 3, "has no layer 'nope'; its layers are: t_conv1"),
     (["--feature", "no-colon"], 2, "write it as teacher_layer:student_layer"),
-    (["--student", "resnet"], 3, "unknown student 'resnet'"),
+    (["--student", "resnet"], 2, "unknown student 'resnet'"),
 ])
 def test_bad_input_is_one_line_with_its_exit_code(npz, tmp_path, args, code, words):
     out_dir = tmp_path / "out"

@@ -292,21 +292,26 @@ def _assert_nothing_written(folder: Path):
     assert list(folder.iterdir()) == [], sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"temperature": 0.0}, ["--temperature must be > 0, got 0.0"]),
-    ({"temperature": -1.5}, ["--temperature must be > 0, got -1.5"]),
-    ({"alpha": 1.2}, ["--alpha must be within [0, 1], got 1.2"]),
-    ({"alpha": -0.1}, ["--alpha must be within [0, 1], got -0.1"]),
-    ({"features": ["t_relu9:relu1_1"]}, ["no layer 't_relu9'", "t_relu1", "t_conv2"]),
-    ({"attention": ["t_relu1:nope"]}, ["no layer 'nope'", "relu1_1", "logits"]),
-    ({"attention": ["t_hidden:relu1_1"]}, ["conv feature maps", "(64,)"]),
+# Bad option values are usage errors (exit 2); layers that do not fit are DistillationError (exit 3).
+@pytest.mark.parametrize("kwargs, error_class, words", [
+    ({"temperature": 0.0}, UsageError, ["--temperature must be a finite number > 0, got 0.0"]),
+    ({"temperature": -1.5}, UsageError, ["--temperature must be a finite number > 0, got -1.5"]),
+    ({"temperature": float("inf")}, UsageError, ["--temperature must be a finite number > 0, got inf"]),
+    ({"alpha": 1.2}, UsageError, ["--alpha must be within [0, 1], got 1.2"]),
+    ({"alpha": -0.1}, UsageError, ["--alpha must be within [0, 1], got -0.1"]),
+    ({"alpha": float("nan")}, UsageError, ["--alpha must be within [0, 1], got nan"]),
+    ({"width": float("nan")}, UsageError, ["--width must be a finite number > 0, got nan"]),
+    ({"learning_rate": float("inf")}, UsageError, ["--learning-rate must be a finite number > 0, got inf"]),
+    ({"features": ["t_relu9:relu1_1"]}, DistillationError, ["no layer 't_relu9'", "t_relu1", "t_conv2"]),
+    ({"attention": ["t_relu1:nope"]}, DistillationError, ["no layer 'nope'", "relu1_1", "logits"]),
+    ({"attention": ["t_hidden:relu1_1"]}, DistillationError, ["conv feature maps", "(64,)"]),
 ])
-def test_bad_settings_fail_typed_with_numbers(teacher_path, student_data, tmp_path, kwargs, words):
+def test_bad_settings_fail_typed_with_numbers(teacher_path, student_data, tmp_path, kwargs, error_class, words):
     from edgeqd.distill import distill
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    with pytest.raises(DistillationError) as error:
+    with pytest.raises(error_class) as error:
         distill(teacher_path, student_data, "cnn", out_dir / "s.keras", epochs=1, progress=False, **kwargs)
     for word in words:
         assert word in str(error.value), str(error.value)
@@ -362,7 +367,7 @@ def test_existing_output_needs_force(teacher_path, student_data, tmp_path):
 def test_unknown_student_family_lists_the_valid_ones(teacher_path, student_data, tmp_path):
     from edgeqd.distill import distill
 
-    with pytest.raises(DistillationError, match="cnn, conv1d, mlp, mobilenet"):
+    with pytest.raises(UsageError, match="cnn, conv1d, mlp, mobilenet"):
         distill(teacher_path, student_data, "resnet", tmp_path / "s.keras", progress=False)
     with pytest.raises(DistillationError, match="families that fit: conv1d, mlp"):
         distill(sequence_teacher_path(), Dataset("seq", *sine_sequences(40), *sine_sequences(20, seed=5)),

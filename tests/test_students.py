@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import edgeqd  # noqa: F401
-from edgeqd.errors import DistillationError
+from edgeqd.errors import DistillationError, UsageError
 from edgeqd.students import FRACTION_BAND, STUDENTS, build_student, list_students, size_to_teacher
 
 # One sample shape per family: the registry test below fails when a family has none.
@@ -43,8 +43,12 @@ def test_default_size_is_a_tenth_to_a_twentieth_of_the_teacher(family):
 def test_wrong_rank_lists_the_families_that_fit():
     with pytest.raises(DistillationError, match=r"rank 3 .* shape \(64, 3\) .* families that fit: conv1d, mlp"):
         build_student("cnn", (64, 3), 4)
-    with pytest.raises(DistillationError, match="--width must be > 0, got 0"):
-        build_student("mlp", (20,), 4, width=0)
+    # A bad --width is a bad option value: a usage error (exit 2), not a teacher/student misfit.
+    for width in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match=f"--width must be a finite number > 0, got {width}"):
+            build_student("mlp", (20,), 4, width=width)
+    with pytest.raises(UsageError, match="--depth must be a finite number > 0, got inf"):
+        build_student("mlp", (20,), 4, width=1.0, depth=float("inf"))
 
 
 def test_list_students_rows():
