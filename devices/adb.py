@@ -11,14 +11,20 @@ hands its arguments to the device's ``sh``); its exit status is read from a mark
 line, so devices without adb's shell protocol v2 report it too.
 
 The adb server is the user's: ``ANDROID_ADB_SERVER_PORT`` / ``ADB_SERVER_SOCKET``
-choose it as for ``adb`` itself.
+choose it as for ``adb`` itself. When no server answers there before edgeqd's first
+session, the adb client starts one (a daemon that outlives the run); edgeqd then
+stops it with ``adb kill-server`` once its last session on it closes. A server that
+was already running (the user's) is left alone.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import socket
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,6 +36,79 @@ from edgeqd.errors import DeviceError, UsageError
 _CONTROL_TIMEOUT = 30
 _EXIT_MARKER = "__EDGEQD_EXIT__="
 _SERIAL = re.compile(r"^[A-Za-z0-9._:\-\[\]]+$")
+
+# adb servers this process uses: address → open sessions; and those it caused to start.
+_SERVER_LOCK = threading.Lock()
+_SERVER_SESSIONS: dict[tuple[str, int], int] = {}
+_SERVERS_STARTED: set[tuple[str, int]] = set()
+
+
+def adb_server_address(environ: Optional[dict] = None) -> Optional[tuple[str, int]]:
+    """The TCP address the adb client will use for its server, as ``adb`` itself reads it.
+
+    Args:
+        environ: the environment (None = this process's).
+
+    Returns:
+        (host, port), or None for a server address edgeqd does not judge (not TCP, malformed).
+
+    >>> adb_server_address({})
+    ('localhost', 5037)
+    >>> adb_server_address({"ADB_SERVER_SOCKET": "tcp:10.0.0.2:5038"})
+    ('10.0.0.2', 5038)
+    """
+    environ = os.environ if environ is None else environ
+    spec = environ.get("ADB_SERVER_SOCKET")
+    if spec:
+        if not spec.startswith("tcp:"):
+            return None
+        host, _, port = spec[4:].rpartition(":")
+        host = host or "localhost"
+    else:
+        host, port = "localhost", environ.get("ANDROID_ADB_SERVER_PORT") or "5037"
+    return (host, int(port)) if port.isdigit() and 0 < int(port) < 65536 else None
+
+
+def adb_server_running(address: tuple[str, int]) -> bool:
+    """Whether an adb server accepts connections at ``address`` (without starting one).
+
+    Args:
+        address: (host, port) from :func:`adb_server_address`.
+    """
+    try:
+        with socket.create_connection(address, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _claim_server() -> Optional[tuple[str, int]]:
+    """Count a new session on the adb server; note whether edgeqd is about to start it."""
+    address = adb_server_address()
+    if address is None:
+        return None
+    with _SERVER_LOCK:
+        if not _SERVER_SESSIONS.get(address) and not adb_server_running(address):
+            _SERVERS_STARTED.add(address)  # the next adb call starts it: it is edgeqd's to stop
+        _SERVER_SESSIONS[address] = _SERVER_SESSIONS.get(address, 0) + 1
+    return address
+
+
+def _release_server(address: Optional[tuple[str, int]], adb: str) -> None:
+    """End a session's claim; stop the server after the last one if edgeqd started it."""
+    if address is None:
+        return
+    with _SERVER_LOCK:
+        _SERVER_SESSIONS[address] -= 1
+        if _SERVER_SESSIONS[address] > 0:
+            return
+        del _SERVER_SESSIONS[address]
+        if address in _SERVERS_STARTED:
+            _SERVERS_STARTED.discard(address)
+            try:
+                run_process([adb, "kill-server"], timeout=_CONTROL_TIMEOUT)
+            except DeviceError:  # adb vanished meanwhile: nothing edgeqd can stop
+                pass
 
 
 class AdbSession(Session):
@@ -45,6 +124,16 @@ class AdbSession(Session):
         super().__init__()
         self.device = device
         self.python = shlex.split(device.options.get("python", "python3"))
+        self._server = _claim_server()
+        try:
+            self._start()
+        except BaseException:
+            _release_server(self._server, device.options.get("adb", "adb"))
+            self._server = None
+            raise
+
+    def _start(self) -> None:
+        device = self.device
         state = run_process(device.adb_argv() + ["get-state"], timeout=_CONTROL_TIMEOUT)
         if state.timed_out or state.returncode != 0 or state.stdout.strip() != "device":
             raise DeviceError(f"{device.name}: adb device not available (get-state: "
@@ -98,11 +187,15 @@ class AdbSession(Session):
         return self.shell(command, timeout=timeout, hold_stdin=True)
 
     def close(self) -> None:
-        if self.workdir:
-            try:
-                self.shell(f"rm -rf -- {shlex.quote(self.workdir)}", timeout=_CONTROL_TIMEOUT)
-            except DeviceError:
-                pass
+        try:
+            if self.workdir:
+                try:
+                    self.shell(f"rm -rf -- {shlex.quote(self.workdir)}", timeout=_CONTROL_TIMEOUT)
+                except DeviceError:
+                    pass
+        finally:
+            server, self._server = self._server, None  # close may run twice: release once
+            _release_server(server, self.device.options.get("adb", "adb"))
 
 
 @register_device("adb")

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from edgeqd.devices.base import Device, DeviceRunError, Job, Session, device_from_spec
-from edgeqd.errors import DeviceError, EdgeqdError, UsageError
+from edgeqd.errors import DataError, DeviceError, EdgeqdError, UsageError
 from edgeqd.types import EMULATED_LATENCY_NOTE, BenchResult, Status
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -171,8 +171,36 @@ def _pick_reference(reference: Union[str, os.PathLike, None], artifacts: list[Pa
     return path
 
 
+def check_data_fits(x: np.ndarray, artifacts: Sequence[Path], data: Union[str, os.PathLike]) -> None:
+    """Refuse data whose samples do not fit an artifact's input, before any device runs.
+
+    Each artifact is opened on this machine with the runner's own code and its input shape
+    checked the way the runner checks it on the device (same element count per sample).
+    An artifact this machine cannot open is left to the device to judge.
+
+    Args:
+        x: the evaluation samples to be shipped, shape (N, ...).
+        artifacts: the artifacts (and the reference) that will see them.
+        data: ``--data`` as given, for the message.
+
+    Raises:
+        DataError: the samples do not fit one of the artifacts (exit 3).
+    """
+    from edgeqd.devices import runner
+
+    for artifact in artifacts:
+        try:
+            model = runner.open_model(str(artifact), threads=1)
+        except runner.RunnerError:
+            continue  # e.g. ops this host's runtime lacks: the device reports its own failure
+        try:
+            runner._fit_samples(x[:1], model.input_shape())
+        except runner.RunnerError as exc:
+            raise DataError(f"--data {data} does not fit {artifact.name}: {exc}") from None
+
+
 def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: Optional[Path],
-                 folder: Path) -> Optional[Path]:
+                 folder: Path, artifacts: Sequence[Path] = ()) -> Optional[Path]:
     """Write the ``.npz`` slice shipped to devices: x, y and the reference outputs.
 
     Args:
@@ -180,6 +208,8 @@ def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: O
         samples: how many evaluation samples to ship.
         reference: a float artifact whose outputs on this machine are the agreement reference.
         folder: where to write ``eval.npz``.
+        artifacts: artifacts the data must fit (checked here, so that a wrong shape is a
+            data error, exit 3, not a failed row on every device).
 
     >>> prepare_data(None, 100, None, Path("/tmp")) is None
     True
@@ -192,6 +222,7 @@ def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: O
 
     dataset = load_dataset(data)
     x = dataset.x_eval[:samples].astype(np.float32)
+    check_data_fits(x, list(dict.fromkeys([*artifacts, *([reference] if reference is not None else [])])), data)
     arrays = {"x": x}
     if dataset.y_eval is not None:
         arrays["y"] = dataset.y_eval[:samples].astype(np.int64)
@@ -357,7 +388,7 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
 
     folder = Path(tempfile.mkdtemp(prefix="edgeqd-bench-"))
     try:
-        data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder)
+        data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder, artifacts=paths)
         jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=runs, warmup=warmup,
                     min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout, profile=profile)
                 for path in paths for count in thread_counts]
