@@ -1,9 +1,9 @@
 """``edgeqd distill``: the distillation command, a thin shell over :func:`edgeqd.distill.distill`.
 
 Registered on the main group by :func:`register`. Exit codes: 0 ok, 2 usage (an
-existing output without ``--force``, contradicting options), 3 a teacher, student,
-setting or data that does not fit, 130 interrupted (a checkpoint is kept for
-``--resume``).
+existing output without ``--force``, contradicting options, a bad option value such as
+``--temperature 0`` or ``--alpha nan``), 3 a teacher, student or data that does not fit,
+130 interrupted (a checkpoint is kept for ``--resume``).
 """
 
 from __future__ import annotations
