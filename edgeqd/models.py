@@ -1,59 +1,32 @@
 """Loading and saving Keras models safely.
 
-Models load with Keras' ``safe_mode``. Lambda layers carry Python code, so a model
-that contains one is refused before it is deserialized unless the user opts in
-with ``unsafe_deserialization`` (``--unsafe-deserialization``); for ``.h5`` and
-SavedModel files, where Keras has no safe mode of its own, the stored
-configuration is scanned for Lambda layers first.
+Models load with Keras' ``safe_mode``. Before Keras sees a file, its stored configuration is
+decoded and walked (:mod:`edgeqd.model_safety`): a model holding code that would run on load
+(Lambda layers, TF op layers calling non-math functions, modules Keras would import) is
+refused unless the user opts in with ``unsafe_deserialization`` (``--unsafe-deserialization``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 from edgeqd.errors import ModelError
+from edgeqd.model_safety import check_model_file
 from edgeqd.outputs import atomic_file
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
-def _stored_config(path: Path) -> Optional[str]:
-    """The model's stored architecture as text, read without deserializing anything."""
-    if path.is_dir():
-        meta = path / "keras_metadata.pb"
-        return meta.read_bytes().decode("utf-8", "replace") if meta.exists() else None
-    if path.suffix == ".keras":
-        with zipfile.ZipFile(path) as archive:
-            return archive.read("config.json").decode("utf-8")
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        config = handle.attrs.get("model_config")
-    return config.decode() if isinstance(config, bytes) else config
-
-
-def _lambda_layers(config_text: str) -> list[str]:
-    """Names of Lambda layers in a stored model configuration."""
-    names = []
-    for match in re.finditer(r'"class_name":\s*"Lambda"', config_text):
-        tail = config_text[match.end(): match.end() + 400]
-        found = re.search(r'"name":\s*"([^"]+)"', tail)
-        names.append(found.group(1) if found else "?")
-    return list(dict.fromkeys(names))  # SavedModel metadata repeats each layer
-
-
 def load_model(path: str | Path, unsafe_deserialization: bool = False,
                custom_objects: Optional[dict[str, Any]] = None):
-    """Load a ``.keras``, ``.h5`` or SavedModel Keras model, refusing Lambda layers by default.
+    """Load a ``.keras``, ``.h5`` or SavedModel Keras model, refusing code-carrying layers by default.
 
     Args:
         path: the model file or SavedModel folder.
-        unsafe_deserialization: allow Lambda layers (their code runs on load).
+        unsafe_deserialization: skip the code check (Lambda layers' code runs on load).
         custom_objects: extra classes Keras needs to rebuild custom layers.
 
     Returns:
@@ -71,16 +44,10 @@ def load_model(path: str | Path, unsafe_deserialization: bool = False,
             raise ModelError(f"{path} is a folder without saved_model.pb; give a .keras, .h5 or SavedModel")
     elif path.suffix not in MODEL_SUFFIXES:
         raise ModelError(f"{path}: unknown model format {path.suffix!r}; give a .keras, .h5 or SavedModel folder")
-    try:
-        config_text = _stored_config(path)
-    except Exception as exc:
-        raise ModelError(f"{path}: corrupt or unreadable model file ({type(exc).__name__}: {exc})") from None
-    if config_text and not unsafe_deserialization:
-        lambdas = _lambda_layers(config_text)
-        if lambdas:
-            raise ModelError(
-                f"{path} contains Lambda layer(s) {', '.join(lambdas)}, whose Python code would run on "
-                "load; pass --unsafe-deserialization only if you trust this file")
+    if not unsafe_deserialization:
+        # Decoded and walked before Keras sees the file: Keras' own safe_mode covers only .keras
+        # Lambda bytecode, and nothing at all in .h5 and SavedModel files.
+        check_model_file(path)
     import tf_keras as keras
 
     try:

@@ -87,7 +87,7 @@ CASES = {
     "missing model": (lambda t, m, d, b: [t / "nope.keras", "--data", d], 3, r"model not found: .*nope\.keras"),
     "corrupt model": (lambda t, m, d, b: [_corrupt_model(t), "--data", d], 3, r"corrupt or unreadable model"),
     "lambda layer": (lambda t, m, d, b: [_lambda_model(t), "--data", d], 3,
-                     r"Lambda layer\(s\) double.*--unsafe-deserialization"),
+                     r"double \(Lambda\).*--unsafe-deserialization"),
     "input shape mismatch": (lambda t, m, d, b: [_wrong_input_model(t), "--data", d], 3,
                              r"expects inputs of shape \(32, 32, 3\) but .* \(28, 28, 1\)"),
     "labels out of range": (lambda t, m, d, b: [m, "--data", b(y=np.full(1500, 12))], 3,
