@@ -106,7 +106,10 @@ def load_devices_file(path: Union[str, os.PathLike]) -> list[DeviceConfig]:
                           for key in ("notes", "thermal", "governor") if entry.get(key))
         config = DeviceConfig(spec=str(entry["spec"]), name=str(entry.get("name") or ""),
                               notes=notes, options=dict(options))
-        config.device()  # validate the spec and its options now, not halfway through a run
+        try:
+            config.device()  # validate the spec and its options now, not halfway through a run
+        except UsageError as exc:
+            raise UsageError(f"devices file {path}: entry {number}: {exc}") from None
         configs.append(config)
     counts = collections.Counter(c.name or c.spec for c in configs)  # not list.count: O(n²) on big files
     duplicates = sorted(name for name, count in counts.items() if count > 1)

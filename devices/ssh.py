@@ -40,7 +40,10 @@ def parse_ssh_spec(spec: str) -> tuple[Optional[str], str, Optional[int]]:
     >>> parse_ssh_spec("ssh://pi@raspberrypi.local:2222")
     ('pi', 'raspberrypi.local', 2222)
     """
-    parts = urlsplit(spec)
+    try:
+        parts = urlsplit(spec)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced [
+        raise UsageError(f"bad ssh device {spec!r}: write ssh://[user@]host[:port]") from None
     if parts.scheme != "ssh" or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise UsageError(f"bad ssh device {spec!r}: write ssh://[user@]host[:port]")
     try:
