@@ -40,6 +40,7 @@ KERAS_PACKAGES = frozenset({"keras", "tf_keras", "keras_hub", "keras_cv", "keras
 # Top-level keys Keras only reads when compiling; edgeqd always loads with compile=False, so a
 # custom loss or metric stored there is never deserialized and must not block the load.
 COMPILE_ONLY_KEYS = frozenset({"compile_config", "training_config"})
+MAX_NAMED = 10  # layers named in the error; the rest are counted
 
 # TFOpLambda functions allowed without --unsafe-deserialization. The rule: after dropping a
 # "compat.v1." / "compat.v2." prefix, the TensorFlow symbol must be either
@@ -167,9 +168,9 @@ def _findings(node: dict) -> Iterator[str]:
     module = node.get("module")
     if isinstance(module, str):
         if module == "builtins":
-            # Keras looks a stored function's name up in its own modules, then in Python's builtins
-            # (tf_keras' _retrieve_class_or_fn), so "eval", "exec" or "open" would become callables.
-            name = node.get("config")
+            # Keras looks a stored function's (or class's) name up in its own modules, then in Python's
+            # builtins (tf_keras' _retrieve_class_or_fn), so "eval", "exec" or "open" would become callables.
+            name = node.get("config") if node.get("class_name") == "function" else node.get("class_name")
             if isinstance(name, str) and hasattr(builtins, name):
                 yield f"Python builtin {name!r}"
         elif module.split(".", 1)[0] not in KERAS_PACKAGES:
@@ -200,8 +201,14 @@ def find_code_layers(config: Any) -> list[str]:
     found: dict[str, str] = {}
     for node, owner in _walk(config):
         for reason in _findings(node):
-            found.setdefault(owner, f"{owner} ({reason})")
+            found.setdefault(owner, _printable(f"{owner} ({reason})"))
     return list(found.values())
+
+
+def _printable(text: str, limit: int = 160) -> str:
+    """Names come from the file: no control characters (a newline would forge a second error line), bounded length."""
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", "?", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _strict_json(text: Any, where: str) -> Any:
@@ -309,5 +316,6 @@ def check_model_file(path: Path) -> None:
     """
     found = list(dict.fromkeys(finding for config in stored_configs(path) for finding in find_code_layers(config)))
     if found:
-        raise ModelError(f"{path} contains code that would run on load: {', '.join(found)}; "
+        shown = ", ".join(found[:MAX_NAMED]) + (f" and {len(found) - MAX_NAMED} more" if len(found) > MAX_NAMED else "")
+        raise ModelError(f"{path} contains code that would run on load: {shown}; "
                          "pass --unsafe-deserialization only if you trust this file")

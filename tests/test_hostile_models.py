@@ -156,6 +156,8 @@ VARIANTS = {
     "time-distributed": ("time_distributed", lambda _: _unicode, True),
     "bidirectional-backward-layer": ("bidirectional", _plant_in_backward_layer, False),
     "module-qualified": ("plain", lambda _: _qualified, False),
+    # a layer name that would forge a second line in the error message
+    "newline-in-name": ("plain", lambda _: lambda text: text.replace('"pwn"', '"pwn\\nerror: all fine"'), False),
 }
 
 
@@ -242,7 +244,10 @@ def test_convert_refuses_every_encoding(fmt, variant, hostile, data, marker, tmp
 def test_convert_refuses_metadata_hidden_in_saved_model_pb(hostile, data, marker, tmp_path):
     # Without keras_metadata.pb, tf_keras reads the pre-TF-2.5 metadata inside saved_model.pb.
     path = hostile[("savedmodel", "legacy-metadata-in-saved_model.pb")]
+    assert not (path / "keras_metadata.pb").exists()
     _refused(["convert", path, "--data", data, "--out", tmp_path / "out"], [path, data], marker)
+    load_model(path, unsafe_deserialization=True)  # tf_keras does read it from there: the Lambda runs
+    assert marker.exists()
 
 
 def test_distill_refuses_a_hostile_teacher_and_student(hostile, benign, data, marker, tmp_path):
@@ -273,6 +278,15 @@ def test_the_hostile_files_are_real_exploits(fmt, variant, hostile, marker):
     model = load_model(hostile[(fmt, variant)], unsafe_deserialization=True)
     assert marker.exists()
     assert model_signature(model)[1] == 3
+
+
+def test_convert_with_unsafe_deserialization_runs_a_trusted_lambda_model(hostile, data, marker, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(arg) for arg in (
+        "convert", hostile[("h5", "genuine")], "--data", data, "--out", out, "--formats", "tflite-fp32",
+        "--calibration-samples", 32, "--unsafe-deserialization", "--json")])
+    assert result.exit_code == 0, result.output
+    assert marker.exists() and (out / "manifest.json").exists()
 
 
 # --- TF op layers: pure math loads, anything else is refused --------------------------------------
@@ -422,6 +436,7 @@ def test_walker_on_hand_written_configs():
     # an unknown container two levels deep cannot hide a Lambda
     assert find_code_layers(layer("FancyWrapper", "w", parts=[{"deep": layer("Lambda", "hidden")}])) == [
         "hidden (Lambda)"]
+    assert find_code_layers(layer("Lambda", "a\nb\x1b[2J")) == ["a?b?[2J (Lambda)"]
     assert find_code_layers(layer("lambda", "lower")) == []  # another class: Keras would not find it
     assert find_code_layers({"class_name": "Dense", "registered_name": "my_pkg>Lambda", "config": {"name": "d"}}) == [
         "d (Lambda)"]
