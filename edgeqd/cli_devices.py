@@ -2,7 +2,9 @@
 
 A thin shell over :func:`edgeqd.devices.bench` and the device registry; registered
 on the main group by :func:`register`. Exit codes: 0 when at least one row
-succeeded, 5 when every row failed (or a probe/setup failed), 2 for usage errors.
+succeeded, 5 when every row failed (or a probe/setup failed), 2 for usage errors
+(a refused devices file, ``--timeout 0``, ``nan`` for a number), 3 for ``--data``
+that cannot be read or does not fit an artifact (checked before any device runs).
 """
 
 from __future__ import annotations
