@@ -6,144 +6,37 @@
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
 import os
-import shutil
-import subprocess
-import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from edgeqd.errors import DataError
+# The built-in dataset lives in its own module; its names stay importable from here.
+from edgeqd.fashion_mnist import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_PACKAGE,  # noqa: F401
+                                  cache_dir, find_fashion_mnist, load_fashion_mnist, provide_fashion_mnist,
+                                  read_fashion_mnist_files)
 from edgeqd.types import Dataset
 
-FASHION_MNIST = "fashion-mnist"
-FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_FASHION_FILES = {
-    "x_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "x_eval": "t10k-images-idx3-ubyte.gz",
-    "y_eval": "t10k-labels-idx1-ubyte.gz",
-}
-_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
-def cache_dir() -> Path:
-    """edgeqd's cache folder: ``$EDGEQD_CACHE``, else ``~/.cache/edgeqd``."""
-    return Path(os.environ.get("EDGEQD_CACHE", Path.home() / ".cache" / "edgeqd"))
+def _labels(y: Optional[np.ndarray], what: str) -> tuple[Optional[np.ndarray], Optional[int]]:
+    """Integer class labels from integer, integral-float or one-hot arrays, and the one-hot width.
 
-
-def _fashion_candidates() -> list[Path]:
-    candidates = []
-    if os.environ.get("EDGEQD_DATA"):
-        candidates.append(Path(os.environ["EDGEQD_DATA"]))
-    candidates.append(_SYSTEM_DIR)
-    candidates.append(cache_dir() / "fashion-mnist" / "usr/share/datasets/fashion-mnist")
-    return candidates
-
-
-def find_fashion_mnist() -> Optional[Path]:
-    """The first folder holding the four Fashion-MNIST IDX files, or None.
-
-    Looks in ``$EDGEQD_DATA``, Debian's ``/usr/share/datasets/fashion-mnist`` and the
-    edgeqd cache, in that order.
+    Returns:
+        (labels, width): ``width`` is the number of one-hot columns, None for integer labels.
     """
-    for folder in _fashion_candidates():
-        if all((folder / name).is_file() for name in _FASHION_FILES.values()):
-            return folder
-    return None
-
-
-def provide_fashion_mnist() -> Path:
-    """Make the Fashion-MNIST files available and return their folder.
-
-    As root, installs Debian's ``dataset-fashion-mnist``; otherwise downloads the
-    package with ``apt-get download`` and unpacks it with ``dpkg -x`` into the cache.
-    Idempotent: returns at once when the files are already there.
-    """
-    found = find_fashion_mnist()
-    if found:
-        return found
-    errors = []
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "install", "-y", "-q", FASHION_MNIST_PACKAGE],
-                    ["sh", "-c", f"apt-get update -q && apt-get install -y -q {FASHION_MNIST_PACKAGE}"]):
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            if proc.returncode == 0 and find_fashion_mnist():
-                return find_fashion_mnist()
-            errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
-    if shutil.which("apt-get") and shutil.which("dpkg"):
-        target = cache_dir() / "fashion-mnist"
-        with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(["apt-get", "download", FASHION_MNIST_PACKAGE], cwd=tmp,
-                                  capture_output=True, text=True, timeout=900)
-            debs = list(Path(tmp).glob("*.deb"))
-            if proc.returncode == 0 and debs:
-                target.mkdir(parents=True, exist_ok=True)
-                subprocess.run(["dpkg", "-x", str(debs[0]), str(target)], check=True, timeout=300)
-                if find_fashion_mnist():
-                    return find_fashion_mnist()
-            errors.append(proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])
-    raise DataError(
-        f"Fashion-MNIST is not installed and could not be fetched ({errors or 'no apt-get'}); "
-        f"install Debian's {FASHION_MNIST_PACKAGE}, or set EDGEQD_DATA to a folder with the "
-        "four IDX .gz files, or pass --data with your own .npz or image folder")
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (the MNIST format: magic, dims, then raw uint8)."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load_fashion_mnist() -> Dataset:
-    """The built-in dataset: 60,000 training and 10,000 test images, 28×28×1 in [0, 1].
-
-    Falls back to Keras' download only when the Debian files are nowhere to be found.
-    """
-    folder = find_fashion_mnist()
-    if folder is not None:
-        arrays = {key: _read_idx(folder / name) for key, name in _FASHION_FILES.items()}
-    else:
-        try:
-            import tf_keras as keras  # noqa: F401  (edgeqd sets TF_USE_LEGACY_KERAS)
-
-            (xt, yt), (xe, ye) = keras.datasets.fashion_mnist.load_data()
-            arrays = {"x_train": xt, "y_train": yt, "x_eval": xe, "y_eval": ye}
-        except Exception as exc:  # offline: say what the options are
-            raise DataError(
-                f"Fashion-MNIST not found in {', '.join(map(str, _fashion_candidates()))} and the "
-                f"Keras download failed ({type(exc).__name__}); run `edgeqd data fetch` (uses "
-                f"Debian's {FASHION_MNIST_PACKAGE}), set EDGEQD_DATA, or pass --data") from None
-    scale = 1.0 / 255.0
-
-    def images(a: np.ndarray) -> np.ndarray:
-        return (a.astype(np.float32) * scale)[..., None]
-
-    return Dataset(name=FASHION_MNIST, x_train=images(arrays["x_train"]),
-                   y_train=arrays["y_train"].astype(np.int64), x_eval=images(arrays["x_eval"]),
-                   y_eval=arrays["y_eval"].astype(np.int64), class_names=FASHION_MNIST_CLASSES,
-                   normalization={"scale": scale, "offset": 0.0})
-
-
-def _labels(y: Optional[np.ndarray], what: str) -> Optional[np.ndarray]:
-    """Integer class labels from integer, integral-float or one-hot arrays."""
     if y is None:
-        return None
+        return None, None
     y = np.asarray(y)
     if y.dtype.kind not in "iufb":
         raise DataError(f"{what}: labels must be integers, got dtype {y.dtype}")
     if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
-        return y.argmax(axis=1).astype(np.int64)  # one-hot rows
+        return y.argmax(axis=1).astype(np.int64), int(y.shape[1])  # one-hot rows
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -152,7 +45,7 @@ def _labels(y: Optional[np.ndarray], what: str) -> Optional[np.ndarray]:
         if not np.isfinite(y).all() or not np.equal(np.round(y), y).all():
             bad = int(np.flatnonzero(~np.isfinite(y) | (np.round(y) != y))[0])
             raise DataError(f"{what}: labels must be integers, label #{bad} is {y[bad].item()!r}")
-    return y.astype(np.int64)
+    return y.astype(np.int64), None
 
 
 def _split(x: np.ndarray, y: Optional[np.ndarray], val_fraction: float, seed: int):
@@ -166,49 +59,112 @@ def _split(x: np.ndarray, y: Optional[np.ndarray], val_fraction: float, seed: in
     return x[train], pick(y, train), x[val], pick(y, val)
 
 
+_NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "class_names")
+
+
+def _samples(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """Check an input array as stored (numeric, a sample axis, finite) and cast it to float32.
+
+    Finiteness is checked here, before any split, so a bad sample is named by its index in the file.
+    """
+    if x.dtype.kind not in "iufb":
+        raise DataError(f"{path}: {name} must be numeric, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise DataError(f"{path}: {name} is a single number (shape ()); it needs a sample axis: "
+                        f"save {name} with shape (N, ...)")
+    if len(x) and x.size == 0:
+        raise DataError(f"{path}: {name} has {len(x)} samples of shape {x.shape[1:]}, which hold no values")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported below
+        cast = x.astype(np.float32)
+    if len(cast):
+        finite = np.isfinite(cast.reshape(len(cast), -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            why = "NaN or inf" if x.dtype.kind != "f" or not np.isfinite(x[bad[0]]).all() else \
+                "values beyond float32's range (±3.4e38)"
+            raise DataError(f"{path}: {len(bad)} sample(s) of {name} contain {why} (first: {name}[{bad[0]}], "
+                            "its index in the file); clean the data")
+    return cast
+
+
 def load_npz(path: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """An ``.npz`` with ``x`` and optional ``y``, ``x_val``, ``y_val``.
+    """An ``.npz`` with ``x`` and optional ``y``, ``x_val``, ``y_val`` and ``class_names``.
 
     Inputs are passed to the model as they are (cast to float32). Without
-    ``x_val`` a seeded ``val_fraction`` of the samples is held out.
+    ``x_val`` a seeded ``val_fraction`` of the samples is held out. ``class_names``,
+    if present, is a 1-D unicode array (``np.array(["cat", "dog"])``), one name per class.
 
     Args:
-        path: the archive; loaded with ``allow_pickle=False``.
+        path: the archive; read without pickle, every header checked first (:mod:`edgeqd.npz`).
         val_fraction: share held out for evaluation when there is no ``x_val``.
         seed: seed of that split.
     """
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read arrays without pickle ({exc}); save plain numeric arrays") from None
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+    from edgeqd.npz import read_npz
+
+    arrays = read_npz(path, _NPZ_ARRAYS)
     if "x" not in arrays:
         raise DataError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'})")
-    unknown = set(arrays) - {"x", "y", "x_val", "y_val"}
-    if unknown:
-        raise DataError(f"{path}: unexpected arrays {sorted(unknown)}; allowed are x, y, x_val, y_val")
-    x = arrays["x"]
-    if x.dtype.kind not in "iufb":
-        raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
-    y = _labels(arrays.get("y"), f"{path} y")
+    if "y_val" in arrays and "x_val" not in arrays:
+        raise DataError(f"{path}: y_val is given without x_val; give both or neither")
+    x = _samples(path, "x", arrays["x"])
+    y, width = _labels(arrays.get("y"), f"{path} y")
     if y is not None and len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+    class_names = _npz_class_names(path, arrays.get("class_names"))
     if "x_val" in arrays:
-        x_val = arrays["x_val"]
-        y_val = _labels(arrays.get("y_val"), f"{path} y_val")
+        x_val = _samples(path, "x_val", arrays["x_val"])
+        y_val, width_val = _labels(arrays.get("y_val"), f"{path} y_val")
         if (y is None) != (y_val is None):
             raise DataError(f"{path}: give labels for both x and x_val, or for neither")
         if y_val is not None and len(y_val) != len(x_val):
             raise DataError(f"{path}: x_val has {len(x_val)} samples but y_val has {len(y_val)}")
+        if width is not None and width_val is not None and width != width_val:
+            raise DataError(f"{path}: y is one-hot with {width} columns but y_val with {width_val}")
+        width = width or width_val
         x_train, y_train = x, y
     else:
         if len(x) == 0:
             raise DataError(f"{path}: x is empty (0 samples)")
         x_train, y_train, x_val, y_val = _split(x, y, val_fraction, seed)
-    return Dataset(name=str(path), x_train=x_train.astype(np.float32), y_train=y_train,
-                   x_eval=np.asarray(x_val).astype(np.float32), y_eval=y_val)
+    highest = max((int(a.max()) for a in (y_train, y_val) if a is not None and len(a)), default=-1)
+    if class_names and (highest >= len(class_names) or width not in (None, len(class_names))):
+        needed = width if width is not None else highest + 1
+        raise DataError(f"{path}: class_names has {len(class_names)} names but the labels need {needed}")
+    return Dataset(name=str(path), x_train=x_train, y_train=y_train, x_eval=x_val, y_eval=y_val,
+                   class_names=class_names, label_width=width)
+
+
+def _npz_class_names(path: Path, names: Optional[np.ndarray]) -> tuple[str, ...]:
+    """The optional ``class_names`` array: 1-D unicode, one safe name per class."""
+    if names is None:
+        return ()
+    if names.dtype.kind != "U" or names.ndim != 1 or len(names) == 0:
+        raise DataError(f"{path}: class_names must be a non-empty 1-D array of strings (dtype '<U…'), got "
+                        f"dtype {names.dtype} with shape {names.shape}")
+    result = tuple(str(n) for n in names.tolist())
+    for name in result:
+        check_class_name(name, f"{path}: class_names entry")
+    return result
+
+
+def check_class_name(name: str, where: str) -> None:
+    """Refuse a class name that would break ``labels.txt`` (one name per line).
+
+    Control characters (newline, CR, tab, …), Unicode line and paragraph separators
+    (which ``str.splitlines`` splits on) and bytes that are not UTF-8 would add or shift
+    lines for every app reading the labels, so they are refused rather than escaped.
+
+    Args:
+        name: the class name.
+        where: what to name in the error (e.g. the folder it came from).
+
+    >>> check_class_name("Ankle boot", "folder")
+    """
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
+    if not name.strip() or bad:
+        what = "is blank" if not name.strip() else f"contains {', '.join(sorted({repr(c) for c in bad}))}"
+        raise DataError(f"{where} {name!r} {what}: class names become lines of labels.txt; rename it "
+                        "(letters, digits, spaces and punctuation only)")
 
 
 def load_image_folder(path: Path, image_size: Optional[tuple[int, int]] = None,
@@ -231,6 +187,8 @@ def load_image_folder(path: Path, image_size: Optional[tuple[int, int]] = None,
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
         class_names = tuple(p.name for p in subdirs)
+        for name in class_names:
+            check_class_name(name, f"{path}: class folder")
         files = [(f, label) for label, d in enumerate(subdirs)
                  for f in sorted(d.iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
     else:
@@ -289,6 +247,8 @@ def load_dataset(spec: str | os.PathLike, image_size: Optional[tuple[int, int]] 
 
 
 def _check_finite(x: np.ndarray, what: str) -> None:
+    if x.ndim == 0 or x.size == 0:  # shape errors are reported by the callers' checks
+        return
     finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
@@ -303,6 +263,8 @@ def validate_dataset(dataset: Dataset) -> None:
     """
     for split, x, y in (("training", dataset.x_train, dataset.y_train),
                         ("evaluation", dataset.x_eval, dataset.y_eval)):
+        if np.ndim(x) == 0:
+            raise DataError(f"{dataset.name}: the {split} inputs have no sample axis (shape {np.shape(x)})")
         if len(x) == 0:
             raise DataError(f"{dataset.name}: the {split} split is empty (0 samples)")
         _check_finite(x, f"{dataset.name} {split} split")
@@ -310,6 +272,8 @@ def validate_dataset(dataset: Dataset) -> None:
             raise DataError(f"{dataset.name}: {split} split has {len(x)} inputs but {len(y)} labels")
         if y is not None and y.min() < 0:
             raise DataError(f"{dataset.name}: {split} labels must be >= 0, found {int(y.min())}")
+    for name in dataset.class_names:
+        check_class_name(name, f"{dataset.name}: class name")
     if dataset.x_train.shape[1:] != dataset.x_eval.shape[1:]:
         raise DataError(f"{dataset.name}: training samples have shape {dataset.x_train.shape[1:]} "
                         f"but evaluation samples {dataset.x_eval.shape[1:]}")
@@ -333,7 +297,32 @@ def check_fits_model(dataset: Dataset, input_shape: Sequence[Optional[int]], num
         shown = tuple(-1 if e is None else e for e in expected)
         raise DataError(f"the model expects inputs of shape {shown} but {dataset.name} has samples "
                         f"of shape {sample}; reshape the data or pick the matching model")
+    if dataset.label_width is not None and dataset.label_width != num_classes:
+        raise DataError(f"{dataset.name}: labels are one-hot with {dataset.label_width} columns but the model "
+                        f"has {num_classes} outputs; one-hot labels need one column per output")
     for split, y in (("training", dataset.y_train), ("evaluation", dataset.y_eval)):
         if y is not None and y.max() >= num_classes:
             raise DataError(f"{dataset.name}: {split} labels go up to {int(y.max())} but the model has "
                             f"{num_classes} outputs (labels must be 0..{num_classes - 1})")
+    if len(dataset.class_names) > num_classes:
+        raise DataError(f"{dataset.name} names {len(dataset.class_names)} classes but the model has only "
+                        f"{num_classes} outputs")
+
+
+def with_class_names(dataset: Dataset, num_classes: int) -> Dataset:
+    """The dataset with one class name per model output: its own, or ``class_0 … class_{N-1}``.
+
+    ``labels.txt`` and the artifacts' metadata list one line per output; data without
+    names (an ``.npz`` without ``class_names``) gets numbered ones.
+
+    Args:
+        dataset: validated data that fits the model.
+        num_classes: the model's number of outputs.
+
+    >>> d = Dataset("t", np.zeros((2, 3), "f4"), None, np.zeros((1, 3), "f4"), None)
+    >>> with_class_names(d, 2).class_names
+    ('class_0', 'class_1')
+    """
+    if dataset.class_names:
+        return dataset
+    return dataclasses.replace(dataset, class_names=tuple(f"class_{i}" for i in range(num_classes)))

@@ -40,6 +40,8 @@ class Dataset:
         class_names: one name per class, in label order (empty when unknown).
         normalization: how raw inputs were scaled before reaching the model
             ({"scale": s, "offset": o} meaning x = raw * scale + offset).
+        label_width: the number of columns of one-hot labels as given (None for integer
+            labels); it must equal the model's number of outputs.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Dataset:
     y_eval: Optional[np.ndarray]
     class_names: tuple[str, ...] = ()
     normalization: dict = field(default_factory=lambda: {"scale": 1.0, "offset": 0.0})
+    label_width: Optional[int] = None
 
     @property
     def labelled(self) -> bool:
