@@ -113,7 +113,7 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    out = console()
+    out = console(markup=False)  # names inside the artifact are data, never rich markup
     for renderable in inspect_tables(info):
         out.print(renderable)
 

@@ -91,14 +91,34 @@ def inspect_artifact(path: str | Path) -> dict[str, Any]:
     'full-int8'
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".tflite", ".onnx") and p.is_file())
+        hint = (f"inspect one of the artifacts in it: {', '.join(inside[:6])}{', …' if len(inside) > 6 else ''}"
+                if inside else "it holds no .tflite or .onnx file")
+        raise ArtifactError(f"{path}: is a folder, not an artifact; {hint}")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     if not data:
         raise ArtifactError(f"{path}: empty file (0 bytes)")
     kind = artifact_kind(path, data)
     info = _inspect_tflite(path, data) if kind == "tflite" else _inspect_onnx(path, data)
-    return {"file": str(path), "format": kind, "bytes": len(data), **info}
+    return {"file": str(path), "format": kind, "bytes": len(data), **_as_text(info)}
+
+
+def _as_text(value: Any) -> Any:
+    """``value`` with every ``bytes`` turned into text: protobuf hands back strings that are not
+    valid UTF-8 as bytes, which neither JSON nor the terminal tables can show."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_as_text(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_text(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- TFLite

@@ -12,12 +12,14 @@ memory sections say so instead of failing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import html
 import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -73,6 +75,30 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: not readable JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
+def _describe_json(document: Any) -> str:
+    """A few words on what a JSON document is, for errors about unexpected documents."""
+    if isinstance(document, dict):
+        keys = sorted(map(str, document))
+        return (f"an object with keys {', '.join(keys[:6])}{', …' if len(keys) > 6 else ''}" if keys
+                else "an empty object {}")
+    if isinstance(document, list):
+        return f"a list of {len(document)} item(s)"
+    return f"a {type(document).__name__} ({json.dumps(document)[:40]})"
+
+
+def _check_manifest(file: Path, document: Any) -> None:
+    """Raise DataError (exit 3) unless ``document`` has the shape of an edgeqd manifest."""
+    fields = {"artifacts": list, "data": dict}
+    wrong = [] if isinstance(document, dict) else list(fields)
+    if not wrong:
+        wrong = [k for k, kind in fields.items() if not isinstance(document.get(k), kind)]
+        if not wrong and not all(isinstance(a, dict) for a in document["artifacts"]):
+            wrong = ["artifacts (entries must be objects)"]
+    if wrong:
+        raise DataError(f"{file}: not an edgeqd manifest (found {_describe_json(document)}; expected an object "
+                        f"with {', '.join(wrong)}); give a folder written by edgeqd convert or quantize")
+
+
 def _is_bench(document: Any) -> bool:
     return isinstance(document, dict) and isinstance(document.get("rows"), list) and (
         document.get("command") == "bench" or all("device" in r for r in document["rows"]))
@@ -101,6 +127,8 @@ def load_report_data(paths: Sequence[str | Path], title: Optional[str] = None) -
         files = [path] if path.is_file() else sorted(path.glob("*.json"))
         for file in files:
             document = _read_json(file)
+            if file.name == MANIFEST:
+                _check_manifest(file, document)
             if isinstance(document, dict) and isinstance(document.get("artifacts"), list) and "data" in document:
                 folder = file.parent
                 data.runs.append(Run(folder.name or str(folder), folder, document))
@@ -198,7 +226,7 @@ def stage_rows(run: Run) -> list[tuple[str, str]]:
     artifacts = m.get("artifacts") or []
     ok = [a for a in artifacts if a.get("status") == "ok"]
     rows.append(("convert", f"{len(ok)}/{len(artifacts)} artifacts verified in their runtimes: "
-                 + ", ".join(a["format"] for a in artifacts)
+                 + ", ".join(str(a.get("format", "?")) for a in artifacts)
                  + (f"; --max-drop {m['max_drop']} pts" if m.get("max_drop") is not None else "")))
     if m.get("bundle"):
         rows.append(("bundle", ", ".join(m["bundle"])))
@@ -242,7 +270,7 @@ def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
             ev = a.get("evaluation") or {}
             failed = a.get("status") != "ok"
             drop = a.get("accuracy_drop_pts")
-            rows.append({"run": run.name, "artifact": a.get("file") or a["format"], "runtime": a.get("runtime", ""),
+            rows.append({"run": run.name, "artifact": a.get("file") or a.get("format", "?"), "runtime": a.get("runtime", ""),
                          "dtype": a.get("dtype", ""), "size": _size(a.get("bytes")), "top-1": _pct(ev.get("accuracy")),
                          "Δ pts": "–" if drop is None else f"{-drop + 0.0:+.2f}", "agreement": _pct(ev.get("agreement")),
                          "mean |Δ|": _num(ev.get("mean_abs_diff"), 4),
@@ -649,13 +677,33 @@ def render_html(data: ReportData, plots: Optional[list[Plot]] = None) -> str:
     return "\n".join(parts)
 
 
-def _md_table(columns: Sequence[str], rows: list[dict[str, str]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+# Characters Markdown gives a meaning to inline: code spans, emphasis, links/images, table cells.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_MD_SPECIAL_KEEP_CODE = re.compile(r"([\\*_\[\]|~])")
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+def md_text(value: Any, code_spans: bool = False) -> str:
+    """Text from the data (names, paths, reasons) made inert for Markdown renderers.
+
+    HTML-escapes ``<``, ``>`` and ``&`` (most renderers pass raw HTML through), backslash-escapes
+    the characters that make code spans, emphasis, links and table cells, and joins lines.
+
+    Args:
+        value: anything; it is turned into a string first.
+        code_spans: keep backticks, for edgeqd's own sentences that quote commands (a code
+            span is inert: nothing in it is rendered as HTML or a link).
+
+    >>> md_text("<b>|x") == "&lt;b&gt;" + chr(92) + "|x"
+    True
+    """
+    text = " ".join(html.escape(str(value), quote=False).splitlines())
+    return (_MD_SPECIAL_KEEP_CODE if code_spans else _MD_SPECIAL).sub(r"\\\1", text)
+
+
+def _md_table(columns: Sequence[str], rows: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(md_text(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        text = [cell(row.get(c, "")) for c in columns]
+        text = [md_text(row.get(c, "")) for c in columns]
         if row.get("_class") == "emulated":
             text = [f"*{t}*" if t else t for t in text]
         lines.append("| " + " | ".join(text) + " |")
@@ -674,7 +722,7 @@ def render_markdown(data: ReportData, plots: Optional[list[Plot]] = None, image_
     True
     """
     plots = build_plots(data) if plots is None else plots
-    lines = [f"# {data.title}", "",
+    lines = [f"# {md_text(data.title)}", "",
              f"Generated by edgeqd {__version__} from {len(data.runs)} run(s) and {len(data.bench_rows)} bench row(s).",
              ""]
     if any(r.get("emulated") for r in data.bench_rows):
@@ -682,19 +730,20 @@ def render_markdown(data: ReportData, plots: Optional[list[Plot]] = None, image_
                   ""]
     problems = _problems(data)
     if problems:
-        lines += ["## Problems", ""] + [f"- {p}" for p in problems] + [""]
+        lines += ["## Problems", ""] + [f"- {md_text(p)}" for p in problems] + [""]
     for run in data.runs:
-        lines += [f"## Pipeline: {run.name}", "",
+        lines += [f"## Pipeline: {md_text(run.name)}", "",
                   _md_table(("stage", "settings"), [{"stage": s, "settings": t} for s, t in stage_rows(run)]), ""]
     if data.runs:
         lines += ["## Parity: Keras / TFLite / ONNX", "", _md_table(PARITY_COLUMNS, parity_rows(data.runs)), ""]
     for plot in plots:
-        lines += [f"## {plot.title}", ""]
+        lines += [f"## {md_text(plot.title)}", ""]
         if plot.png:
             target = f"{image_dir}/{plot.name}.png" if image_dir else f"{plot.name}.png"
-            lines += [f"![{plot.title}]({target})", "", f"*{plot.caption}*" if plot.caption else "", ""]
+            lines += [f"![{md_text(plot.title)}]({target})", "", f"*{md_text(plot.caption, code_spans=True)}*" if plot.caption else "",
+                      ""]
         else:
-            lines += [f"_{plot.empty}_", ""]
+            lines += [f"_{md_text(plot.empty, code_spans=True)}_", ""]
     if data.bench_rows:
         lines += ["## Bench rows", "", _md_table(BENCH_COLUMNS, bench_table_rows(data.bench_rows)), ""]
     return "\n".join(lines)
@@ -722,29 +771,33 @@ def write_report(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
     >>> write_report(["demo_out"], "demo_out/report.html", force=True)  # doctest: +SKIP
     PosixPath('demo_out/report.html')
     """
-    from edgeqd.outputs import atomic_dir, atomic_file, check_writable
+    from edgeqd.outputs import atomic_dir, atomic_file, check_output_safe, check_writable
 
     if not run_dirs:
         raise UsageError("give at least one run folder or bench JSON file")
     out = Path(out) if out is not None else Path("report.md" if markdown else "report.html")
+    # The inputs are the files read, not the run folders: a report beside a run's manifest
+    # (``-o RUN/report.html``) is the usual place and destroys nothing.
+    inputs = [file for run in map(Path, run_dirs) for file in (sorted(run.glob("*.json")) if run.is_dir() else [run])]
+    check_output_safe(out, inputs, file=True, option="-o")
     check_writable(out, force)
     images = out.with_name(out.stem + "_files") if markdown else None
     if images is not None:
+        check_output_safe(images, inputs, option="-o (its _files folder)")
         check_writable(images, force)
     data = load_report_data(run_dirs, title=title)
     plots = build_plots(data)
-    if markdown:
-        with atomic_dir(images, force=force) as tmp:
-            for plot in plots:
-                if plot.png:
-                    (tmp / f"{plot.name}.png").write_bytes(plot.png)
-        text = render_markdown(data, plots, image_dir=images.name)
-    else:
-        text = render_html(data, plots)
-    with atomic_file(out, force=force) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        # mkstemp creates 0600; a report is meant to be shared, so use the usual umask-derived mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+    text = render_markdown(data, plots, image_dir=images.name) if markdown else render_html(data, plots)
+    # The plots' folder is committed only once the page is: a full disk or an interrupt
+    # while writing either leaves neither.
+    with atomic_dir(images, force=force) if markdown else contextlib.nullcontext() as image_tmp:
+        for plot in plots if markdown else ():
+            if plot.png:
+                (image_tmp / f"{plot.name}.png").write_bytes(plot.png)
+        with atomic_file(out, force=force) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            # mkstemp creates 0600; a report is meant to be shared, so use the usual umask-derived mode.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
     return out
