@@ -740,8 +740,8 @@ def render_markdown(data: ReportData, plots: Optional[list[Plot]] = None, image_
         lines += [f"## {md_text(plot.title)}", ""]
         if plot.png:
             target = f"{image_dir}/{plot.name}.png" if image_dir else f"{plot.name}.png"
-            lines += [f"![{md_text(plot.title)}]({target})", "", f"*{md_text(plot.caption, code_spans=True)}*" if plot.caption else "",
-                      ""]
+            caption = f"*{md_text(plot.caption, code_spans=True)}*" if plot.caption else ""
+            lines += [f"![{md_text(plot.title)}]({target})", "", caption, ""]
         else:
             lines += [f"_{md_text(plot.empty, code_spans=True)}_", ""]
     if data.bench_rows:
