@@ -95,7 +95,7 @@ CASES = {
     "labels not integers": (lambda t, m, d, b: [m, "--data", b(y=np.full(1500, 0.5))], 3,
                             r"labels must be integers, label #0 is 0\.5"),
     "NaN in data": (lambda t, m, d, b: [m, "--data", b(x=np.full((1500, 28, 28, 1), np.nan, np.float32))], 3,
-                    r"1500 sample\(s\) contain NaN or inf"),
+                    r"1500 sample\(s\) of x contain NaN or inf \(first: x\[0\]"),
     "empty data": (lambda t, m, d, b: [m, "--data", b(x=np.zeros((0, 28, 28, 1), np.float32), y=np.zeros(0, int))],
                    3, r"training split is empty \(0 samples\)"),
     "too few calibration samples": (lambda t, m, d, b: [m, "--data", d, "--calibration-samples", 5000], 3,
