@@ -13,7 +13,10 @@ set even when the exception is swallowed, so
 - any exception raised while the flag is set is the interrupt, not a failure of its own
   (see :func:`received`);
 - cleanup runs inside :func:`shielded`, where a signal is recorded but raises only once
-  the cleanup is done, so a second Ctrl-C cannot leave half-removed temporaries.
+  the cleanup is done, so a second Ctrl-C cannot leave half-removed temporaries;
+- while a C extension module initialises, the signal waits until it is done (re-delivered
+  every 50 ms): an exception raised there breaks the module or crashes the process
+  (onnx's, interrupted, died with SIGSEGV).
 
 Outside :func:`handled` (the Python API) nothing changes: the flag is never set and
 Python's own handlers apply.
@@ -21,9 +24,11 @@ Python's own handlers apply.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import signal
 import threading
+import time
 from typing import Iterator, Optional
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -92,12 +97,41 @@ def check() -> None:
         raise Interrupted(_state.signum)
 
 
+def _initialising_extension(frame) -> bool:
+    """Whether ``frame`` runs inside a C extension module's initialisation (or code it calls back)."""
+    from importlib.machinery import ExtensionFileLoader
+
+    while frame is not None:
+        code = frame.f_code
+        if (code.co_name in ("create_module", "exec_module") and code.co_filename.startswith("<frozen importlib")
+                and isinstance(frame.f_locals.get("self"), ExtensionFileLoader)):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _poke_until_raised() -> None:
+    """Re-deliver a deferred signal every 50 ms until the handler could raise it (or the command ended)."""
+    while True:
+        time.sleep(0.05)
+        if not (_state.pending and _state.depth and _state.signum is not None):
+            return
+        _thread.interrupt_main(_state.signum)  # runs _handler in the main thread; a no-op once handlers are gone
+
+
 def _handler(signum: int, frame) -> None:
     if _state.signum is None:
         _state.signum = signum  # the first signal decides the exit code
-    if _state.shield:
+    # An exception raised while a C extension initialises breaks it ("ImportError: initialization
+    # failed") or crashes the process (onnx's module, seen: SIGSEGV). So there the signal waits,
+    # re-delivered until the initialisation is over (milliseconds to a second).
+    deferred = _state.shield or _initialising_extension(frame)
+    if deferred:
+        if not _state.pending and not _state.shield:
+            threading.Thread(target=_poke_until_raised, name="edgeqd-interrupt", daemon=True).start()
         _state.pending = True
         return
+    _state.pending = False
     raise Interrupted(_state.signum)
 
 

@@ -8,12 +8,10 @@ Signals and stale temporaries are in ``test_interrupts.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,20 +19,7 @@ from click.testing import CliRunner
 
 from edgeqd.cli import cli
 from edgeqd.errors import UsageError
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (and the names of its folders and links)."""
-    state = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            state[key] = "link -> " + os.readlink(path)
-        elif path.is_dir():
-            state[key] = "folder"
-        else:
-            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
+from hostile_helpers import edgeqd_command, snapshot
 
 
 @pytest.fixture()
@@ -231,11 +216,6 @@ def tiny_disk(tmp_path):
     yield mount
     for folder in mounts:
         subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def edgeqd_command() -> list[str]:
-    script = Path(sys.executable).with_name("edgeqd")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "edgeqd"]
 
 
 def run_subprocess(*args, env=None) -> subprocess.CompletedProcess:
