@@ -19,7 +19,8 @@ import click
 
 from edgeqd.errors import EdgeqdError
 
-EXIT_CODES_HELP = "Exit codes: 0 ok, 2 usage, 3 bad data or model, 4 conversion failure, 5 device failure."
+EXIT_CODES_HELP = ("Exit codes: 0 ok, 2 usage, 3 bad data or model, 4 conversion failure, 5 device failure, "
+                   "130/143 interrupted (SIGINT/SIGTERM).")
 
 
 def handle_errors(func: Callable) -> Callable:

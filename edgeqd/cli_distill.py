@@ -3,7 +3,8 @@
 Registered on the main group by :func:`register`. Exit codes: 0 ok, 2 usage (an
 existing output without ``--force``, contradicting options, a bad option value such as
 ``--temperature 0`` or ``--alpha nan``), 3 a teacher, student or data that does not fit,
-130 interrupted (a checkpoint is kept for ``--resume``).
+130 interrupted by Ctrl-C, 143 by SIGTERM (either way a checkpoint of the last finished
+epoch is kept beside ``--out`` for ``--resume``; nothing else is written).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Typed errors. Each carries the process exit code the CLI uses for it.
 
 Exit codes (documented in the README):
-    0 ok, 2 usage, 3 bad input data or model, 4 conversion failure, 5 device failure.
+    0 ok, 2 usage, 3 bad input data or model, 4 conversion failure, 5 device failure;
+    130 / 143 when interrupted by SIGINT / SIGTERM (see :mod:`edgeqd.interrupts`).
 Messages name the problem, carry the numbers, and say what to do about it.
 """
 
