@@ -8,6 +8,7 @@ line and exit with their code; no traceback is shown for a user's mistake.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +19,36 @@ from edgeqd.cli_common import (EXIT_CODES_HELP, FiniteFloat, console, handle_err
                                native_logs_captured, print_json, progress_bar)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+class EdgeqdGroup(click.Group):
+    """The command group: click's own usage errors become one ``error:`` line too.
+
+    Click prints a usage block and "Error: …" for an option it cannot parse (``--runs abc``,
+    ``--max-drop nan``); every other mistake in edgeqd prints one ``error:`` line with
+    exit 2, so this does the same for click's.
+    """
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # noqa: D102 (click's signature)
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `edgeqd`: the help, not an error
+            click.echo(exc.format_message())
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "edgeqd"
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=EdgeqdGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="edgeqd")
 def cli() -> None:

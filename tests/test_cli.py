@@ -206,3 +206,19 @@ def test_convert_needs_a_model_or_a_teacher(tmp_path, small_model_path, small_np
                  "--out", tmp_path / "o")
     assert result.exit_code == 2 and "not both" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args", [["bench", "x.tflite", "--device", "local", "--runs", "abc"],
+                                  ["convert", "m.keras", "--data", "d.npz", "--out", "o", "--max-drop", "nan"],
+                                  ["convert", "--no-such-option"], ["no-such-command"]])
+def test_click_usage_errors_are_one_error_line(args):
+    """Options click itself rejects get the same one-line error and exit 2 as edgeqd's own checks."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], result.output
+
+
+def test_bare_command_prints_help_and_succeeds():
+    result = run()
+    assert result.exit_code == 0 and "Usage:" in result.output and "Commands:" in result.output
