@@ -46,6 +46,7 @@ def bench_table(rows) -> "object":
     Args:
         rows: :class:`~edgeqd.types.BenchResult` rows.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from edgeqd.types import EMULATED_LATENCY_NOTE
@@ -63,13 +64,14 @@ def bench_table(rows) -> "object":
         note = row.reason if not row.ok else (row.latency_note or row.notes)
         machine = row.device_info.get("machine", "") if row.device_info else ""
         cpu = row.device_info.get("cpu", "") if row.device_info else ""
-        table.add_row(row.artifact, row.device, str(row.threads),
+        # Artifact names, device names, reasons and device strings are not ours: no markup in them.
+        table.add_row(escape(row.artifact), escape(row.device), str(row.threads),
                       "[green]ok[/]" if row.ok else "[red]failed[/]", *latency,
                       _fmt(row.init_ms, 1), _fmt(row.peak_rss_mb, 1), _fmt(row.accuracy, 4),
                       _fmt(row.agreement, 4),
                       f"{_RUNTIME_SHORT.get(row.runtime, row.runtime)} {row.runtime_version}".strip()
                       + ("" if row.xnnpack is None else (" xnnpack" if row.xnnpack else " no-xnnpack")),
-                      f"{machine} {cpu}".strip(), note)
+                      escape(f"{machine} {cpu}".strip()), escape(note))
     return table
 
 

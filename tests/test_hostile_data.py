@@ -374,3 +374,22 @@ def test_npz_class_names_are_validated(tmp_path, names, pattern):
     np.savez(path, x=np.zeros((6, 2)), y=np.arange(6) % 3, class_names=names)
     with pytest.raises(DataError, match=pattern):
         load_dataset(path)
+
+
+def test_terminal_tables_show_markup_from_files_as_text():
+    """Names and reasons come from users' files; rich must print "[/]" in them, not parse it."""
+    import io
+
+    from rich.console import Console
+
+    from edgeqd.cli_devices import bench_table
+    from edgeqd.tables import convert_table
+    from edgeqd.types import BenchResult, Status
+
+    bench = bench_table([BenchResult("[/]x.tflite", "[bold]dev", "local", 1, Status.FAILED, reason="bad [/] thing")])
+    manifest = {"input_model": {"name": "[/]m"}, "data": {"name": "[red]d"}, "keras": {"accuracy": 0.5, "samples": 2},
+                "artifacts": [{"format": "tflite-int8", "status": "failed", "reason": "[/] broke"}]}
+    for table in (bench, convert_table(manifest)):
+        out = io.StringIO()
+        Console(file=out, width=200).print(table)
+        assert "[/]" in out.getvalue()
