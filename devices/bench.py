@@ -13,8 +13,6 @@ import collections
 import concurrent.futures
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,8 +387,9 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
     if len(set(names)) != len(names):
         raise UsageError(f"device names must be distinct: {names}")
 
-    folder = Path(tempfile.mkdtemp(prefix="edgeqd-bench-"))
-    try:
+    from edgeqd.outputs import scratch_dir
+
+    with scratch_dir("edgeqd-bench") as folder:
         data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder, artifacts=paths)
         jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=runs, warmup=warmup,
                     min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout, profile=profile)
@@ -411,8 +410,6 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(groups)) as pool:
             for rows in pool.map(run_group, groups):
                 results.extend(rows)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     order_artifact = {p.name: i for i, p in enumerate(paths)}
     order_device = {name: i for i, name in enumerate(names)}
     results.sort(key=lambda r: (order_artifact[r.artifact], order_device[r.device], r.threads))

@@ -839,7 +839,8 @@ class _Checkpoints:
 
     def _save(self, keeper: _Keeper) -> None:
         # Every worker writes (saving may run collective ops); only the chief keeps what it wrote.
-        folder = self.folder if self.chief else Path(tempfile.mkdtemp(prefix="edgeqd-ckpt-"))
+        # (scratch names carry the PID so that a later run removes those of a killed one)
+        folder = self.folder if self.chief else Path(tempfile.mkdtemp(prefix=f"edgeqd-work-{os.getpid()}-ckpt-"))
         folder.mkdir(parents=True, exist_ok=True)
         tag = f"epoch-{keeper.epochs_done:04d}-{time.monotonic_ns()}"
         self._checkpoint().write(str(folder / tag / "ckpt"))
@@ -1198,9 +1199,10 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
                     checkpoints.remove()
                 raise
         else:  # every worker saves (collective reads); the others throw theirs away
-            scratch = Path(tempfile.mkdtemp(prefix="edgeqd-worker-"))
-            distiller.student.save(scratch / out.name)
-            shutil.rmtree(scratch, ignore_errors=True)
+            from edgeqd.outputs import scratch_dir
+
+            with scratch_dir() as scratch:
+                distiller.student.save(scratch / out.name)
         checkpoints.remove()
     return result
 
