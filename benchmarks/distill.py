@@ -123,9 +123,9 @@ def main(argv=None) -> int:
 
     from edgeqd.data import load_dataset
     from edgeqd.demo import train_demo_teacher
-    from edgeqd.distill import distill, split_validation
+    from edgeqd.distillation import distill, split_validation
     from edgeqd.models import load_model
-    from edgeqd.students import build_student, size_to_teacher
+    from edgeqd.distillation.students import build_student, size_to_teacher
     from edgeqd.types import Dataset
 
     started = time.time()

@@ -34,7 +34,7 @@ import edgeqd  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np  # noqa: E402
 
 from _common import machine, write_section  # noqa: E402
-from edgeqd.quantize import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE  # noqa: E402
+from edgeqd.quantization import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE  # noqa: E402
 
 SECTION = "Quantization-aware training (issue 4)"
 ROWS = ("float student", "PTQ per-tensor", "PTQ per-channel", "TFMOT quantize_model QAT (labels)",
@@ -54,10 +54,10 @@ def run_seed(seed: int, teacher, dataset, args, work: Path) -> dict:
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from edgeqd.distill import Distiller
+    from edgeqd.distillation import Distiller
     from edgeqd.pipeline import convert
-    from edgeqd.quantize import quantize
-    from edgeqd.students import build_student
+    from edgeqd.quantization import quantize
+    from edgeqd.distillation.students import build_student
     from edgeqd.types import QuantMode
 
     results: dict = {}
@@ -192,7 +192,7 @@ def main() -> None:
         f"{100 * (best_kd - peer):+.2f} pts.",
     ]
     body = "\n".join([
-        f"MobileNet-style student (depthwise-separable, BN, ReLU6; `edgeqd.students` family `mobilenet`, sized to "
+        f"MobileNet-style student (depthwise-separable, BN, ReLU6; `edgeqd.distillation.students` family `mobilenet`, sized to "
         f"1/15 of the demo teacher) distilled in float from the demo teacher ({100 * teacher_acc:.2f}% test "
         f"top-1) for {args.float_epochs} epochs (Adam {args.float_lr:g}, cosine decay; T = 4, α = {args.alpha:g}), then quantized. {args.seeds} seeds (0…{args.seeds - 1}), mean ± "
         f"std (population). Accuracy is measured on the **int8 artifacts** in LiteRT / ONNX Runtime on the full "

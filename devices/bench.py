@@ -387,7 +387,7 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
     if len(set(names)) != len(names):
         raise UsageError(f"device names must be distinct: {names}")
 
-    from edgeqd.outputs import scratch_dir
+    from edgeqd.atomic import scratch_dir
 
     with scratch_dir("edgeqd-bench") as folder:
         data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder, artifacts=paths)

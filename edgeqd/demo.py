@@ -100,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   "--json", str(Path(out) / "bench.json"), "--force"]
     print("== edgeqd " + " ".join(bench_args), flush=True)
     cli.main(args=bench_args, prog_name="edgeqd", standalone_mode=False)
-    from edgeqd.report import write_report
+    from edgeqd.reporting import write_report
 
     report = write_report([out], Path(out) / "report.html", force=True)
     print(f"== report: {report.resolve()} (open it in a browser; `edgeqd report --help` for more)", flush=True)

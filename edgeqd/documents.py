@@ -196,7 +196,7 @@ def write_document(path: str | Path, document: dict[str, Any], force: bool = Fal
         document: a manifest or bench document with its schema id.
         force: replace an existing file.
     """
-    from edgeqd.outputs import atomic_file
+    from edgeqd.atomic import atomic_file
 
     if document.get("schema") not in SCHEMAS:
         raise ValueError(f"refusing to write a document without a known schema id: {document.get('schema')!r}")

@@ -8,7 +8,7 @@ cleanup at all. While a CLI command runs, :func:`handled` installs one handler f
 signals: it records the signal in a flag and raises :class:`Interrupted`. The flag stays
 set even when the exception is swallowed, so
 
-- code that commits outputs (:mod:`edgeqd.outputs`) calls :func:`check` right before it
+- code that commits outputs (:mod:`edgeqd.atomic`) calls :func:`check` right before it
   renames anything into place, and stage boundaries call it too;
 - any exception raised while the flag is set is the interrupt, not a failure of its own
   (see :func:`received`);

@@ -162,7 +162,7 @@ def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
     from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
-    from edgeqd.outputs import no_room
+    from edgeqd.atomic import no_room
 
     converter = CONVERTERS[name]
     started = time.perf_counter()
@@ -235,7 +235,7 @@ def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
     >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
     """
     from edgeqd.converters import DEFAULT_FORMATS
-    from edgeqd.outputs import check_output_safe, check_writable, scratch_dir
+    from edgeqd.atomic import check_output_safe, check_writable, scratch_dir
 
     names = resolve_formats(list(formats) or list(DEFAULT_FORMATS))
     out = Path(out)
@@ -263,14 +263,14 @@ def _convert(model, data, out, names, calibration_samples, max_drop, force, unsa
     from edgeqd.bundle import write_bundle
     from edgeqd.converters import ConversionContext
     from edgeqd.models import describe_model, file_sha256, load_model
-    from edgeqd.outputs import atomic_dir
+    from edgeqd.atomic import atomic_dir
 
     total = len(names) + 2
     student_files: list[Path] = []
     if distill_from is not None:
         if model is not None:
             raise UsageError("give either MODEL or --distill-from TEACHER (with --student), not both")
-        from edgeqd.distill import distill_for_convert
+        from edgeqd.distillation import distill_for_convert
 
         report(f"distilling a {student} student (up to {distill_epochs} epochs)", 0, total)
         distilled = distill_for_convert(distill_from, data, student, scratch / "student.keras",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from report_fixtures import CLASSES, tiny_run
 
-from edgeqd import tflite_metadata_schema as meta_schema
+from edgeqd._vendor import tflite_metadata_schema as meta_schema
 from edgeqd.bundle import micro_op_resolver_calls, normalization_mean_std, write_bundle
 
 

@@ -65,7 +65,7 @@ def _tiny_student(name="user_student"):
 # --------------------------------------------------------------------------- loss pieces
 
 def test_loss_matches_hand_computed_value():
-    from edgeqd.distill import distillation_terms
+    from edgeqd.distillation import distillation_terms
 
     teacher = np.array([[3.0, 1.0, -2.0], [0.5, 2.5, 0.0]])
     student = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.5]])
@@ -83,7 +83,7 @@ def test_loss_matches_hand_computed_value():
 
 
 def test_no_label_loss_is_the_teacher_term_alone():
-    from edgeqd.distill import distillation_loss, kd_loss
+    from edgeqd.distillation import distillation_loss, kd_loss
 
     teacher = np.array([[3.0, 1.0, -2.0]])
     student = np.array([[1.0, 0.0, 0.5]])
@@ -93,7 +93,7 @@ def test_no_label_loss_is_the_teacher_term_alone():
 
 
 def test_feature_and_attention_loss_values():
-    from edgeqd.distill import attention_loss, attention_map, feature_loss
+    from edgeqd.distillation import attention_loss, attention_map, feature_loss
 
     t = np.array([[1.0, 2.0, 2.0]], dtype=np.float32)
     s = np.array([[2.0, 4.0, 4.0]], dtype=np.float32)
@@ -117,7 +117,7 @@ def test_feature_and_attention_loss_values():
 def test_teacher_frozen_student_trained_after_a_step(teacher_path, student_data):
     import tf_keras as keras
 
-    from edgeqd.distill import Distiller
+    from edgeqd.distillation import Distiller
     from edgeqd.models import load_model
 
     teacher = load_model(teacher_path)
@@ -141,9 +141,9 @@ def test_qat_wrapped_student_layers_found_by_original_name(teacher_path, student
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from edgeqd.distill import Distiller, find_layer
+    from edgeqd.distillation import Distiller, find_layer
     from edgeqd.models import load_model
-    from edgeqd.students import build_student
+    from edgeqd.distillation.students import build_student
 
     student = build_student("cnn", (28, 28, 1), 10, width=0.5)
     qat = tfmot.quantization.keras.quantize_model(student)
@@ -157,7 +157,7 @@ def test_qat_wrapped_student_layers_found_by_original_name(teacher_path, student
 # --------------------------------------------------------------------------- distill()
 
 def test_distill_writes_student_and_report(teacher_path, student_data, tmp_path):
-    from edgeqd.distill import distill, report_path
+    from edgeqd.distillation import distill, report_path
     from edgeqd.models import load_model
 
     out = tmp_path / "student.keras"
@@ -179,7 +179,7 @@ def test_distill_writes_student_and_report(teacher_path, student_data, tmp_path)
 
 
 def test_no_label_mode_uses_teacher_targets(teacher_path, student_data, tmp_path):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     unlabelled = Dataset("unlabelled", student_data.x_train, None, student_data.x_eval, None)
     result = distill(teacher_path, unlabelled, "cnn", None, epochs=3, batch_size=32, progress=False)
@@ -192,7 +192,7 @@ def test_no_label_mode_uses_teacher_targets(teacher_path, student_data, tmp_path
 
 
 def test_feature_and_attention_terms_are_trained(teacher_path, student_data):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     result = distill(teacher_path, student_data, "cnn", None, epochs=3, batch_size=32, progress=False,
                      width=0.5, features=["t_relu2:relu2_2"], attention=["t_relu1:relu1_2"],
@@ -206,7 +206,7 @@ def test_feature_and_attention_terms_are_trained(teacher_path, student_data):
 def test_softmax_teacher_distils_from_its_logits(student_data):
     import tf_keras as keras
 
-    from edgeqd.distill import distill, logits_model
+    from edgeqd.distillation import distill, logits_model
 
     teacher = build_image_teacher(softmax=True)
     logits, note = logits_model(teacher)
@@ -222,7 +222,7 @@ def test_softmax_teacher_distils_from_its_logits(student_data):
 def test_user_student_from_a_compiled_model_file(teacher_path, student_data, tmp_path):
     import tf_keras as keras
 
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     user = _tiny_student()
     user.compile(optimizer="sgd", loss="mse")  # compiled with something unrelated: ignored
@@ -237,7 +237,7 @@ def test_user_student_from_a_compiled_model_file(teacher_path, student_data, tmp
 
 
 def test_conv1d_student_on_sequence_data(tmp_path):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     x, y = sine_sequences(600, seed=2)
     xe, ye = sine_sequences(300, seed=3)
@@ -256,7 +256,7 @@ def test_conv1d_student_on_sequence_data(tmp_path):
 def test_interrupt_saves_checkpoint_and_resume_finishes(teacher_path, student_data, tmp_path):
     import tf_keras as keras
 
-    from edgeqd.distill import checkpoint_folder, distill
+    from edgeqd.distillation import checkpoint_folder, distill
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -278,7 +278,7 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(teacher_path, student_da
 
 
 def test_mirrored_strategy_trains(teacher_path, student_data):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     result = distill(teacher_path, student_data, "mlp", None, epochs=3, batch_size=64, progress=False,
                      strategy="mirrored")
@@ -307,7 +307,7 @@ def _assert_nothing_written(folder: Path):
     ({"attention": ["t_hidden:relu1_1"]}, DistillationError, ["conv feature maps", "(64,)"]),
 ])
 def test_bad_settings_fail_typed_with_numbers(teacher_path, student_data, tmp_path, kwargs, error_class, words):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -321,7 +321,7 @@ def test_bad_settings_fail_typed_with_numbers(teacher_path, student_data, tmp_pa
 def test_output_sizes_differ(teacher_path, student_data, tmp_path):
     import tf_keras as keras
 
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
     with pytest.raises(DistillationError, match="the teacher has 10 outputs but the student 5"):
@@ -332,7 +332,7 @@ def test_output_sizes_differ(teacher_path, student_data, tmp_path):
 def test_input_shapes_differ(teacher_path, student_data, tmp_path):
     import tf_keras as keras
 
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     rgb = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(DistillationError, match=r"inputs of shape \(28, 28, 1\) but the student \(32, 32, 3\)"):
@@ -344,7 +344,7 @@ def test_teacher_outputs_probabilities_without_a_softmax_layer(student_data, tmp
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     # A softmax inside a Lambda cannot be cut off: the outputs themselves give it away.
     base = build_image_teacher()
@@ -355,7 +355,7 @@ def test_teacher_outputs_probabilities_without_a_softmax_layer(student_data, tmp
 
 
 def test_existing_output_needs_force(teacher_path, student_data, tmp_path):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     out = tmp_path / "s.keras"
     out.write_text("keep me")
@@ -365,7 +365,7 @@ def test_existing_output_needs_force(teacher_path, student_data, tmp_path):
 
 
 def test_unknown_student_family_lists_the_valid_ones(teacher_path, student_data, tmp_path):
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     with pytest.raises(UsageError, match="cnn, conv1d, mlp, mobilenet"):
         distill(teacher_path, student_data, "resnet", tmp_path / "s.keras", progress=False)
@@ -389,7 +389,7 @@ def _free_ports(n):
 _WORKER = """
 import sys, numpy as np
 import edgeqd
-from edgeqd.distill import distill
+from edgeqd.distillation import distill
 from edgeqd.types import Dataset
 arrays = np.load(sys.argv[2])
 data = Dataset("slice", arrays["x"], arrays["y"], arrays["x_val"], arrays["y_val"])
@@ -450,7 +450,7 @@ def test_two_workers_reach_single_worker_accuracy(teacher_path, student_data, tm
 
 def test_distill_for_convert_returns_a_saved_student(teacher_path, student_data, tmp_path):
     # The hook `edgeqd convert --distill-from TEACHER --student SPEC` calls.
-    from edgeqd.distill import distill_for_convert
+    from edgeqd.distillation import distill_for_convert
 
     result = distill_for_convert(teacher_path, student_data, "mlp", tmp_path / "student.keras", epochs=1,
                                  batch_size=64, progress=False)

@@ -3,7 +3,7 @@
 ``float("nan") < 0`` is False, so a ``type=float`` option with a later ``value < 0``
 check let ``--max-drop nan`` through: the gate turned off and ``NaN`` (not JSON) went
 into manifest.json. The command tree is walked, so a float option added later without
-:class:`~edgeqd.cli_common.FiniteFloat` fails here.
+:class:`~edgeqd.cli.common.FiniteFloat` fails here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeqd.cli import cli
-from edgeqd.cli_common import FiniteFloat
+from edgeqd.cli.common import FiniteFloat
 from edgeqd.errors import UsageError
 
 NON_FINITE = ["nan", "inf", "-inf", "NaN", "Infinity", "1e999"]
@@ -97,7 +97,7 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize("value", [NAN, INF, -INF])
 def test_library_convert_and_quantize_refuse_non_finite_max_drop(tmp_path, value):
     from edgeqd.pipeline import convert
-    from edgeqd.quantize import quantize
+    from edgeqd.quantization import quantize
 
     with pytest.raises(UsageError, match="--max-drop must be a finite number"):
         convert(tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "out", max_drop=value)
@@ -114,7 +114,7 @@ def test_library_convert_and_quantize_refuse_non_finite_max_drop(tmp_path, value
     ({"attention_weight": NAN}, "--attention-weight must be a finite number >= 0"),
 ])
 def test_distillation_settings_refuse_non_finite(kwargs, words):
-    from edgeqd.distill import check_settings
+    from edgeqd.distillation import check_settings
 
     settings = {"temperature": 4.0, "alpha": 0.9, **kwargs}
     with pytest.raises(UsageError) as error:
@@ -124,7 +124,7 @@ def test_distillation_settings_refuse_non_finite(kwargs, words):
 
 @pytest.mark.parametrize("width, depth", [(NAN, 1.0), (INF, 1.0), (1.0, NAN), (1.0, -INF)])
 def test_student_size_refuses_non_finite(width, depth):
-    from edgeqd.students import check_size
+    from edgeqd.distillation.students import check_size
 
     with pytest.raises(UsageError, match="must be a finite number > 0"):
         check_size(width, depth)

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from edgeqd.cli import cli
 from edgeqd.data import load_dataset
 from edgeqd.errors import DataError
-from edgeqd.npz import read_npz
+from edgeqd.data.npz import read_npz
 
 ITERATIONS = 200
 SECONDS = 10  # each loop must stay well inside this on the 2-core CI machines

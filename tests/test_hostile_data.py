@@ -161,7 +161,7 @@ def test_damaged_idx_through_convert_is_exit_3(tmp_path, idx_folder, small_model
 
 def test_data_fetch_force_replaces_a_damaged_cache_copy(tmp_path, monkeypatch):
     """`data fetch --force` downloads Debian's package again into the cache (skipped when apt is offline)."""
-    import edgeqd.fashion_mnist as fashion_mnist
+    import edgeqd.data.fashion_mnist as fashion_mnist
 
     if not shutil.which("apt-get") or not shutil.which("dpkg"):
         pytest.skip("needs apt-get and dpkg")
@@ -338,7 +338,7 @@ def test_labels_txt_for_npz_data_without_names(converted):
     """The session's convert run took an .npz without class names: one numbered name per output."""
     assert (converted.out / "labels.txt").read_text().splitlines() == [f"class_{i}" for i in range(10)]
     assert "labels.txt" in converted.manifest["bundle"]
-    from edgeqd.inspect import inspect_artifact
+    from edgeqd.artifact_info import inspect_artifact
 
     metadata = inspect_artifact(converted.out / "model_int8.tflite")["metadata"]
     assert metadata["TFLITE_METADATA"]["description"].startswith("image classification, 10 classes")
@@ -382,8 +382,8 @@ def test_terminal_tables_show_markup_from_files_as_text():
 
     from rich.console import Console
 
-    from edgeqd.cli_devices import bench_table
-    from edgeqd.tables import convert_table
+    from edgeqd.cli.devices import bench_table
+    from edgeqd.cli.tables import convert_table
     from edgeqd.types import BenchResult, Status
 
     bench = bench_table([BenchResult("[/]x.tflite", "[bold]dev", "local", 1, Status.FAILED, reason="bad [/] thing")])

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from edgeqd.cli import cli
 from edgeqd.errors import ModelError
-from edgeqd.model_safety import find_code_layers, is_pure_tf_function
+from edgeqd.models.safety import find_code_layers, is_pure_tf_function
 from edgeqd.models import file_sha256, load_model, model_signature
 
 FORMATS = ("h5", "keras", "savedmodel")

@@ -148,10 +148,10 @@ def test_report_beside_a_runs_manifest_is_allowed(converted, tmp_path):
 
 def test_python_api_refuses_overlaps_too(inputs):
     """The library entry points check, not only the CLI."""
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
     from edgeqd.pipeline import convert
-    from edgeqd.quantize import quantize
-    from edgeqd.report import write_report
+    from edgeqd.quantization import quantize
+    from edgeqd.reporting import write_report
 
     before = snapshot(inputs.parent)
     calls = [lambda: convert(inputs / "m.keras", str(inputs / "d.npz"), inputs, force=True),
@@ -180,7 +180,7 @@ def test_file_output_onto_a_folder_is_refused_before_any_work(inputs, command):
 
 def test_force_onto_a_symlinked_out_leaves_no_old_link(converted, tmp_path):
     """The symlink is replaced by the new output; what it pointed to is left alone (issue 10, item 14)."""
-    from edgeqd.outputs import atomic_dir
+    from edgeqd.atomic import atomic_dir
 
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(converted.out, elsewhere)

@@ -11,7 +11,7 @@ from report_fixtures import tiny_run
 
 from edgeqd.cli import cli
 from edgeqd.errors import ArtifactError
-from edgeqd.inspect import inspect_artifact, tflite_schema
+from edgeqd.artifact_info import inspect_artifact, tflite_schema
 
 
 @pytest.fixture(scope="module")

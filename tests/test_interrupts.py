@@ -21,7 +21,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from edgeqd.cli_common import handle_errors
+from edgeqd.cli.common import handle_errors
 from hostile_helpers import edgeqd_command, snapshot
 
 # How long a stage may take to come on a loaded 2-core machine before the test gives up.
@@ -196,7 +196,7 @@ def _swallowed(signum):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_swallowed_interrupt_still_ends_the_run_and_commits_nothing(tmp_path, signum):
-    from edgeqd.outputs import atomic_dir
+    from edgeqd.atomic import atomic_dir
 
     def body():
         with atomic_dir(tmp_path / "out") as tmp:

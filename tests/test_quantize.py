@@ -119,7 +119,7 @@ def test_joint_qat_with_teacher_and_feature_kd(models, small_model_path, images_
     import tf_keras as keras
 
     from edgeqd.models import load_model
-    from edgeqd.quantize import quantize
+    from edgeqd.quantization import quantize
 
     teacher = load_model(small_model_path)
     student = load_model(models["conv-relu-bn"][0])
@@ -143,7 +143,7 @@ def test_joint_qat_with_teacher_and_feature_kd(models, small_model_path, images_
 
 @pytest.mark.slow
 def test_two_phase_distils_in_float_then_qat_on_labels(models, small_model_path, images_npz, tmp_path):
-    from edgeqd.quantize import quantize
+    from edgeqd.quantization import quantize
 
     result = quantize(models["conv-relu-bn"][0], images_npz, tmp_path / "out", teacher=small_model_path,
                       schedule="two-phase", epochs=1, train_samples=200)
@@ -169,7 +169,7 @@ def test_ptq_per_tensor_with_entropy_calibration(models, tmp_path):
 
 
 def test_max_drop_applies_to_int8_artifacts_against_the_float_model():
-    from edgeqd.quantize import _drop_problems
+    from edgeqd.quantization import _drop_problems
 
     manifest = {"artifacts": [
         {"format": "tflite-int8", "file": "model_int8.tflite", "status": "ok", "dtype": "int8",

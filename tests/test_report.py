@@ -14,7 +14,7 @@ from report_fixtures import tiny_run
 
 from edgeqd.cli import cli
 from edgeqd.errors import DataError, UsageError
-from edgeqd.report import EMULATED_MARK, load_report_data, pareto_front, write_report
+from edgeqd.reporting import EMULATED_MARK, load_report_data, pareto_front, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -23,7 +23,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run_with_bench():
     """The tiny run plus a real local bench of its artifacts, and one hand-written emulated row."""
-    from edgeqd.cli_devices import bench_document
+    from edgeqd.cli.devices import bench_document
     from edgeqd.devices import bench
 
     run = tiny_run()
@@ -150,7 +150,7 @@ def test_cli_report(run_with_bench, tmp_path):
 
 
 def test_per_op_profile_plot_when_bench_profiled(run_with_bench, tmp_path):
-    from edgeqd.cli_devices import bench_document
+    from edgeqd.cli.devices import bench_document
     from edgeqd.devices import bench
 
     onnx = run_with_bench["dir"] / "model_int8.onnx"

@@ -1,4 +1,4 @@
-"""edgeqd.rewrite: every rule keeps the function (within the stated tolerance) and makes TFMOT accept the model.
+"""edgeqd.quantization.rewrite: every rule keeps the function (within the stated tolerance) and makes TFMOT accept the model.
 
 Each rule has a model that TFMOT's own ``quantize_model`` rejects or mishandles;
 after the rewrite the float outputs match the original's and ``make_qat`` wraps it.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgeqd.errors import ModelError, QuantizationError
-from edgeqd.rewrite import (REWRITE_RULES, REWRITE_TOLERANCE, check_equivalent, make_qat, prepare_qat,
+from edgeqd.quantization.rewrite import (REWRITE_RULES, REWRITE_TOLERANCE, check_equivalent, make_qat, prepare_qat,
                             rewrite_for_quantization)
 
 

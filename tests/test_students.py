@@ -7,7 +7,7 @@ import pytest
 
 import edgeqd  # noqa: F401
 from edgeqd.errors import DistillationError, UsageError
-from edgeqd.students import FRACTION_BAND, STUDENTS, build_student, list_students, size_to_teacher
+from edgeqd.distillation.students import FRACTION_BAND, STUDENTS, build_student, list_students, size_to_teacher
 
 # One sample shape per family: the registry test below fails when a family has none.
 CASES = {"cnn": (28, 28, 1), "mobilenet": (32, 32, 3), "conv1d": (64, 3), "mlp": (20,)}

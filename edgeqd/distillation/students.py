@@ -13,7 +13,7 @@ blocks. With ``width=None`` :func:`build_student` picks the width that brings th
 student to about 1/15 of the teacher's parameters (within the 1/10 – 1/20 band
 when the family can reach it).
 
->>> from edgeqd.students import STUDENTS
+>>> from edgeqd.distillation.students import STUDENTS
 >>> sorted(STUDENTS)
 ['cnn', 'conv1d', 'mlp', 'mobilenet']
 """

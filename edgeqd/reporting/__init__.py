@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 from edgeqd import __version__
 from edgeqd.errors import DataError, UsageError
-from edgeqd.tables import reference_label
+from edgeqd.cli.tables import reference_label
 
 MANIFEST = "manifest.json"
 EMULATED_MARK = "†"
@@ -771,7 +771,7 @@ def write_report(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
     >>> write_report(["demo_out"], "demo_out/report.html", force=True)  # doctest: +SKIP
     PosixPath('demo_out/report.html')
     """
-    from edgeqd.outputs import atomic_dir, atomic_file, check_output_safe, check_writable
+    from edgeqd.atomic import atomic_dir, atomic_file, check_output_safe, check_writable
 
     if not run_dirs:
         raise UsageError("give at least one run folder or bench JSON file")

@@ -158,7 +158,7 @@ def _read_idx(path: Path, kind: str = "x") -> np.ndarray:
         path: the ``.gz`` file.
         kind: "x" (images: 3 dimensions) or "y" (labels: 1 dimension).
     """
-    from edgeqd.npz import memory_limit
+    from edgeqd.data.npz import memory_limit
 
     ndim = _IDX_NDIM[kind]
     try:

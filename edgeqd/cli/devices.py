@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli_common import FiniteFloat, console, handle_errors, native_logs_captured, print_json
+from edgeqd.cli.common import FiniteFloat, console, handle_errors, native_logs_captured, print_json
 from edgeqd.errors import DeviceError, UsageError
 
 EMULATED_MARK = "†"
@@ -163,7 +163,7 @@ def bench_command(artifacts, device_specs, devices_file, data, samples, threads,
     """
     from edgeqd.devices import bench, load_devices_file
     from edgeqd.devices.bench import all_failed
-    from edgeqd.outputs import atomic_file, check_output_safe, check_writable
+    from edgeqd.atomic import atomic_file, check_output_safe, check_writable
     from edgeqd.strict_json import dumps
 
     devices: list = list(device_specs)

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeqd.errors import DataError
 # The built-in dataset lives in its own module; its names stay importable from here.
-from edgeqd.fashion_mnist import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_PACKAGE,  # noqa: F401
+from edgeqd.data.fashion_mnist import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_PACKAGE,  # noqa: F401
                                   cache_dir, find_fashion_mnist, load_fashion_mnist, provide_fashion_mnist,
                                   read_fashion_mnist_files)
 from edgeqd.types import Dataset
@@ -95,11 +95,11 @@ def load_npz(path: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     if present, is a 1-D unicode array (``np.array(["cat", "dog"])``), one name per class.
 
     Args:
-        path: the archive; read without pickle, every header checked first (:mod:`edgeqd.npz`).
+        path: the archive; read without pickle, every header checked first (:mod:`edgeqd.data.npz`).
         val_fraction: share held out for evaluation when there is no ``x_val``.
         seed: seed of that split.
     """
-    from edgeqd.npz import read_npz
+    from edgeqd.data.npz import read_npz
 
     arrays = read_npz(path, _NPZ_ARRAYS)
     if "x" not in arrays:

@@ -1,13 +1,13 @@
 """``edgeqd quantize``: quantization-aware training with the teacher in the loop, or calibrated PTQ.
 
-QAT (``mode="qat"``) takes any real Keras model through :func:`edgeqd.rewrite.prepare_qat`
+QAT (``mode="qat"``) takes any real Keras model through :func:`edgeqd.quantization.rewrite.prepare_qat`
 (rewrites TFMOT rejects into equivalents, checks them, leaves the rest float),
 fine-tunes the fake-quant model, and hands it to :func:`edgeqd.pipeline.convert`
 with ``QuantMode.QAT`` so that the ranges learnt in training are the ones that ship
 in the int8 TFLite and ONNX artifacts (no re-calibration).
 
 With a teacher, distillation happens in the SGD steps (the loss and its T² factor
-come from :mod:`edgeqd.distill`, the same code ``edgeqd distill`` trains with):
+come from :mod:`edgeqd.distillation`, the same code ``edgeqd distill`` trains with):
 
 * ``schedule="joint"``: QAT with the distillation loss from the first step, starting
   from the float student;
@@ -63,7 +63,7 @@ def _check_options(mode: QuantMode, teacher, schedule: str, epochs: int, calibra
                    calibration_samples: int, batch_size: int, learning_rate: float, max_drop: Optional[float],
                    train_samples: Optional[int], temperature: float, alpha: float, features: Sequence) -> None:
     """Raise :class:`UsageError` / :class:`DistillationError` for settings that cannot work."""
-    from edgeqd.distill import check_settings
+    from edgeqd.distillation import check_settings
 
     if schedule not in SCHEDULES:
         raise UsageError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -106,7 +106,7 @@ def _load(model, what: str, unsafe_deserialization: bool):
 
 def _prepare_teacher(teacher, student, dataset: Dataset):
     """The teacher's logits model, checked against the student and the data."""
-    from edgeqd.distill import check_compatible, check_teacher_outputs_logits, logits_model
+    from edgeqd.distillation import check_compatible, check_teacher_outputs_logits, logits_model
 
     teacher_logits, note = logits_model(teacher, "teacher")
     check_compatible(teacher_logits, student)
@@ -144,7 +144,7 @@ def _fit_distiller(student, teacher, x, y, *, epochs, batch_size, learning_rate,
     """Train ``student`` (float or fake-quant) against ``teacher``; return the trained student."""
     import tf_keras as keras
 
-    from edgeqd.distill import Distiller
+    from edgeqd.distillation import Distiller
 
     distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha, features=features)
     distiller.compile(optimizer=keras.optimizers.Adam(learning_rate))
@@ -263,7 +263,7 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
 
     >>> quantize("student.keras", "fashion-mnist", "out/", teacher="teacher.keras")  # doctest: +SKIP
     """
-    from edgeqd.outputs import atomic_dir, check_output_safe, check_writable
+    from edgeqd.atomic import atomic_dir, check_output_safe, check_writable
     from edgeqd.pipeline import ConvertResult, convert, load_for_model
 
     try:
@@ -301,8 +301,8 @@ def quantize(model: str | Path | Any, data: str | Dataset, out: str | Path, mode
     else:
         import tf_keras as keras
 
-        from edgeqd.distill import logits_model, parse_layer_pairs
-        from edgeqd.rewrite import prepare_qat
+        from edgeqd.distillation import logits_model, parse_layer_pairs
+        from edgeqd.quantization.rewrite import prepare_qat
 
         parse_layer_pairs(features)  # malformed pairs fail now, before any training
         notes: list[str] = []

@@ -1,4 +1,4 @@
-"""``edgeqd inspect`` and ``edgeqd report``: thin shells over :mod:`edgeqd.inspect` and :mod:`edgeqd.report`.
+"""``edgeqd inspect`` and ``edgeqd report``: thin shells over :mod:`edgeqd.artifact_info` and :mod:`edgeqd.reporting`.
 
 Registered on the main group by :func:`register`.
 """
@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import click
 
-from edgeqd.cli_common import console, handle_errors, print_json
+from edgeqd.cli.common import console, handle_errors, print_json
 
 
 def _size(n: int) -> str:
@@ -34,7 +34,7 @@ def inspect_tables(info: dict[str, Any]) -> list:
     """Rich renderables for one ``inspect_artifact`` answer: summary, I/O, operators, metadata.
 
     Args:
-        info: the dict returned by :func:`edgeqd.inspect.inspect_artifact`.
+        info: the dict returned by :func:`edgeqd.artifact_info.inspect_artifact`.
 
     >>> inspect_tables(inspect_artifact("model_int8.tflite"))  # doctest: +SKIP
     """
@@ -107,7 +107,7 @@ def inspect_tables(info: dict[str, Any]) -> list:
 def inspect_command(artifact: Path, as_json: bool) -> None:
     """Show what is inside ARTIFACT (.tflite or .onnx): I/O and quantization, operators, float fallback,
     per-channel scales, parameter count and size breakdown, embedded metadata."""
-    from edgeqd.inspect import inspect_artifact
+    from edgeqd.artifact_info import inspect_artifact
 
     info = inspect_artifact(artifact)
     if as_json:
@@ -131,7 +131,7 @@ def report_command(run_dirs: tuple[Path, ...], out: Optional[Path], markdown: bo
     """Build a self-contained report from RUN_DIRS (convert output folders with manifest.json,
     and/or bench JSON files or folders holding them): pipeline settings, accuracy vs size and
     vs latency with the Pareto front, latency per device and thread count, memory, parity."""
-    from edgeqd.report import write_report
+    from edgeqd.reporting import write_report
 
     path = write_report(list(run_dirs), out=out, markdown=markdown, title=title, force=force)
     click.echo(f"wrote {path}")

@@ -823,7 +823,7 @@ class _Checkpoints:
 
     def save(self, keeper: _Keeper) -> None:
         """Checkpoint the epoch; on a full disk drop the partial epoch and raise NoRoomError (exit 2)."""
-        from edgeqd.outputs import no_room, no_room_error
+        from edgeqd.atomic import no_room, no_room_error
 
         try:
             self._save(keeper)
@@ -1021,8 +1021,8 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
     from edgeqd import __version__
     from edgeqd.data import check_fits_model, load_dataset
     from edgeqd.models import model_signature, save_model
-    from edgeqd.outputs import NoRoomError, check_output_safe, check_writable
-    from edgeqd.students import STUDENTS, build_student, check_size, size_to_teacher
+    from edgeqd.atomic import NoRoomError, check_output_safe, check_writable
+    from edgeqd.distillation.students import STUDENTS, build_student, check_size, size_to_teacher
 
     started = time.monotonic()
     # Settings first: a typo fails in milliseconds, before any model is loaded.
@@ -1183,7 +1183,7 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
         notes=tuple(notes), student=distiller.student)
     if out is not None:
         if chief:
-            from edgeqd.outputs import write_bytes_atomic
+            from edgeqd.atomic import write_bytes_atomic
             from edgeqd.strict_json import dumps
 
             saved = False
@@ -1199,7 +1199,7 @@ def distill(teacher: ModelSpec, data: Union[str, "os.PathLike[str]", Dataset], s
                     checkpoints.remove()
                 raise
         else:  # every worker saves (collective reads); the others throw theirs away
-            from edgeqd.outputs import scratch_dir
+            from edgeqd.atomic import scratch_dir
 
             with scratch_dir() as scratch:
                 distiller.student.save(scratch / out.name)

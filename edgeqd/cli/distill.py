@@ -1,4 +1,4 @@
-"""``edgeqd distill``: the distillation command, a thin shell over :func:`edgeqd.distill.distill`.
+"""``edgeqd distill``: the distillation command, a thin shell over :func:`edgeqd.distillation.distill`.
 
 Registered on the main group by :func:`register`. Exit codes: 0 ok, 2 usage (an
 existing output without ``--force``, contradicting options, a bad option value such as
@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli_common import FiniteFloat, console, handle_errors, print_json
+from edgeqd.cli.common import FiniteFloat, console, handle_errors, print_json
 from edgeqd.errors import UsageError
 
 _DEMO_SHAPE, _DEMO_CLASSES = (28, 28, 1), 10
@@ -39,11 +39,11 @@ def _students_table(rows, input_shape, num_classes, teacher_params):
 
 def _list_students(teacher: Optional[str], data: Optional[str], width: Optional[float], depth: float,
                    unsafe_deserialization: bool, as_json: bool) -> None:
-    from edgeqd.students import list_students
+    from edgeqd.distillation.students import list_students
 
     input_shape, num_classes, teacher_params = _DEMO_SHAPE, _DEMO_CLASSES, None
     if teacher:
-        from edgeqd.distill import logits_model
+        from edgeqd.distillation import logits_model
         from edgeqd.models import load_model, model_signature
 
         model = load_model(teacher, unsafe_deserialization=unsafe_deserialization)
@@ -153,7 +153,7 @@ def distill_command(teacher, data, student, out, temperature, alpha, features, a
     missing = [name for name, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if not value]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or pass --list-students)")
-    from edgeqd.distill import distill
+    from edgeqd.distillation import distill
 
     result = distill(teacher, data, student, out, temperature=temperature, alpha=alpha, features=features,
                      attention=attention, feature_weight=feature_weight, attention_weight=attention_weight,

@@ -428,7 +428,7 @@ def read_tflite_model_metadata(raw: bytes) -> dict[str, Any]:
     >>> read_tflite_model_metadata(build_tflite_model_metadata({"model_name": "m"}, [], []))["name"]
     'm'
     """
-    from edgeqd import tflite_metadata_schema as meta
+    from edgeqd._vendor import tflite_metadata_schema as meta
 
     if len(raw) < 8 or raw[4:8] != b"M001":
         raise ArtifactError(f"TFLite Metadata buffer has identifier {raw[4:8]!r}, expected b'M001'")

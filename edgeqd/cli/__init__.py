@@ -15,7 +15,7 @@ from typing import Optional
 import click
 
 from edgeqd import __version__
-from edgeqd.cli_common import (EXIT_CODES_HELP, FiniteFloat, console, handle_errors,  # noqa: F401
+from edgeqd.cli.common import (EXIT_CODES_HELP, FiniteFloat, console, handle_errors,  # noqa: F401
                                native_logs_captured, print_json, progress_bar)
 
 
@@ -148,12 +148,12 @@ def convert(model: Optional[Path], data: str, out: Path, formats: str, calibrati
     if mode == "qat" and distill_from is not None:
         raise UsageError("--distill-from runs with --mode ptq; for QAT with a teacher use --mode qat --teacher")
     from edgeqd.pipeline import convert as run_convert
-    from edgeqd.tables import convert_table
+    from edgeqd.cli.tables import convert_table
 
     names = parse_formats(formats)
     if mode == "qat":  # QAT fine-tunes before converting: edgeqd quantize does it (issue 4)
-        from edgeqd.cli_quantize import show_result
-        from edgeqd.quantize import quantize
+        from edgeqd.cli.quantize import show_result
+        from edgeqd.quantization import quantize
 
         with progress_bar(quiet=as_json) as report:
             result = quantize(model, data, out, mode=mode, teacher=teacher, schedule=schedule, epochs=epochs,
@@ -202,9 +202,9 @@ def formats_command(as_json: bool) -> None:
 
 
 # Each command family lives in its own module and registers itself on the group.
-from edgeqd import cli_devices, cli_distill, cli_quantize, cli_report  # noqa: E402
+from edgeqd.cli import devices as _devices, distill as _distill, quantize as _quantize, report as _report  # noqa: E402
 
-for _module in (cli_devices, cli_report, cli_distill, cli_quantize):
+for _module in (_devices, _report, _distill, _quantize):
     _module.register(cli)
 
 

@@ -1,7 +1,7 @@
 """Loading and saving Keras models safely.
 
 Models load with Keras' ``safe_mode``. Before Keras sees a file, its stored configuration is
-decoded and walked (:mod:`edgeqd.model_safety`): a model holding code that would run on load
+decoded and walked (:mod:`edgeqd.models.safety`): a model holding code that would run on load
 (Lambda layers, TF op layers calling non-math functions, modules Keras would import) is
 refused unless the user opts in with ``unsafe_deserialization`` (``--unsafe-deserialization``).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgeqd.errors import ModelError
-from edgeqd.model_safety import check_model_file
-from edgeqd.outputs import atomic_file
+from edgeqd.models.safety import check_model_file
+from edgeqd.atomic import atomic_file
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from edgeqd import __version__
 from edgeqd.errors import ArtifactError
-from edgeqd.inspect import EDGEQD_METADATA_NAME, TFLITE_IDENTIFIER, TFLITE_METADATA_NAME, tflite_schema
+from edgeqd.artifact_info import EDGEQD_METADATA_NAME, TFLITE_IDENTIFIER, TFLITE_METADATA_NAME, tflite_schema
 
 LABELS_FILE = "labels.txt"
 C_HEADER = "model_data.h"
@@ -59,7 +59,7 @@ def embed_onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """
     import onnx
 
-    from edgeqd.inspect import inspect_artifact
+    from edgeqd.artifact_info import inspect_artifact
 
     described = inspect_artifact(path)
     values = {**metadata, "inputs": [_io_summary(t) for t in described["inputs"]],
@@ -132,7 +132,7 @@ def build_tflite_model_metadata(metadata: dict[str, Any], inputs: list[dict], ou
     """
     import flatbuffers
 
-    from edgeqd import tflite_metadata_schema as meta
+    from edgeqd._vendor import tflite_metadata_schema as meta
 
     labels = list(metadata.get("labels") or [])
     normalization = metadata.get("input_normalization") or {"scale": 1.0, "offset": 0.0}
@@ -298,7 +298,7 @@ def c_array_header(size: int, io_tensors: Optional[dict[str, list[dict]]] = None
 
     Args:
         size: the array's length in bytes.
-        io_tensors: ``{"inputs": [...], "outputs": [...]}`` from :func:`edgeqd.inspect.inspect_artifact`.
+        io_tensors: ``{"inputs": [...], "outputs": [...]}`` from :func:`edgeqd.artifact_info.inspect_artifact`.
         variable: the array's name.
         comment: a first-line comment.
 
@@ -365,8 +365,8 @@ def write_bundle(out_dir: Path, manifest: dict[str, Any]) -> list[str]:
     >>> write_bundle(Path("out"), manifest)  # doctest: +SKIP
     ['labels.txt', 'model_data.h', 'model_data.cc', 'INTEGRATION.md']
     """
-    from edgeqd.integration import integration_markdown
-    from edgeqd.inspect import inspect_artifact
+    from edgeqd.bundle.integration import integration_markdown
+    from edgeqd.artifact_info import inspect_artifact
 
     out_dir = Path(out_dir)
     written = []

@@ -1,7 +1,7 @@
 """Helpers shared by every ``edgeqd`` command module: error handling, JSON, tables, progress.
 
-They live apart from :mod:`edgeqd.cli` so that command modules (``cli_devices``,
-``cli_distill``, …) can import them without importing the CLI group that imports them.
+They live apart from :mod:`edgeqd.cli` so that command modules (``cli.devices``,
+``cli.distill``, …) can import them without importing the CLI group that imports them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def handle_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from edgeqd import interrupts
-        from edgeqd.outputs import no_room, no_room_error
+        from edgeqd.atomic import no_room, no_room_error
 
         with interrupts.handled():
             try:
@@ -111,7 +111,7 @@ def native_logs_captured() -> Iterator[Optional[int]]:
         raise
     except BaseException as exc:
         from edgeqd import interrupts
-        from edgeqd.outputs import no_room
+        from edgeqd.atomic import no_room
 
         if interrupts.received() is not None or (isinstance(exc, Exception) and no_room(exc) is not None):
             raise  # caused by the interrupt or a full disk: handle_errors prints one line

@@ -1,4 +1,4 @@
-"""``edgeqd quantize``: a thin shell over :func:`edgeqd.quantize.quantize`.
+"""``edgeqd quantize``: a thin shell over :func:`edgeqd.quantization.quantize`.
 
 Registered on the main group by :func:`register`; ``edgeqd convert --mode qat``
 prints its result with :func:`show_result` too. Exit codes: 0 ok, 2 usage, 3 a
@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import click
 
-from edgeqd.cli_common import FiniteFloat, console, handle_errors, print_json, progress_bar
-from edgeqd.quantize import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE
+from edgeqd.cli.common import FiniteFloat, console, handle_errors, print_json, progress_bar
+from edgeqd.quantization import DEFAULT_QAT_ALPHA, DEFAULT_QAT_TEMPERATURE
 
 
 def _pct(value: Optional[float]) -> str:
@@ -52,11 +52,11 @@ def show_result(result, as_json: bool) -> None:
     """Print a quantize result: the manifest as JSON, or the artifact and parity tables and notes.
 
     Args:
-        result: the :class:`edgeqd.pipeline.ConvertResult` of :func:`edgeqd.quantize.quantize`.
+        result: the :class:`edgeqd.pipeline.ConvertResult` of :func:`edgeqd.quantization.quantize`.
         as_json: print the manifest as JSON instead.
     """
-    from edgeqd.cli_common import console, print_json
-    from edgeqd.tables import convert_table
+    from edgeqd.cli.common import console, print_json
+    from edgeqd.cli.tables import convert_table
 
     manifest = result.manifest
     if as_json:
@@ -84,7 +84,7 @@ def register(cli: click.Group) -> None:
         cli: the ``edgeqd`` click group.
     """
     # Imported here, not at the top: edgeqd.cli imports this module while it is being built.
-    from edgeqd.cli_common import handle_errors, progress_bar
+    from edgeqd.cli.common import handle_errors, progress_bar
 
     @cli.command("quantize")
     @click.argument("model", type=click.Path(path_type=Path))
@@ -138,7 +138,7 @@ def register(cli: click.Group) -> None:
         and their accuracies and pairwise agreement are printed and written to
         DIR/manifest.json.
         """
-        from edgeqd.quantize import quantize
+        from edgeqd.quantization import quantize
 
         from edgeqd.cli import parse_formats
 

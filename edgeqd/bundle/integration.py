@@ -1,6 +1,6 @@
 """``INTEGRATION.md``: how an app loads this run's artifacts, with this model's numbers filled in.
 
-Everything is taken from the real artifacts (through :func:`edgeqd.inspect.inspect_artifact`)
+Everything is taken from the real artifacts (through :func:`edgeqd.artifact_info.inspect_artifact`)
 and the manifest: tensor names, shapes, dtypes, scale and zero point, the normalization
 the training data used, the labels, and the operators TensorFlow Lite Micro must register.
 """

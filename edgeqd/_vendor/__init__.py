@@ -1,0 +1,1 @@
+"""Vendored generated code (kept apart from the core modules; not edited by hand)."""
