@@ -1,4 +1,4 @@
-"""edgeqd report: HTML rendered in headless Chromium, Markdown, graceful without bench data, atomic writes."""
+"""write_report end to end: HTML rendered in headless Chromium, Markdown, graceful without bench data, atomic writes."""
 
 from __future__ import annotations
 
@@ -9,41 +9,12 @@ import shutil
 import subprocess
 
 import pytest
-from click.testing import CliRunner
-from report_fixtures import tiny_run
 
-from edgeqd.cli import cli
-from edgeqd.errors import DataError, UsageError
-from edgeqd.reporting import EMULATED_MARK, load_report_data, pareto_front, write_report
+from edgeqd.errors import UsageError
+from edgeqd.reporting import EMULATED_MARK, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def run_with_bench():
-    """The tiny run plus a real local bench of its artifacts, and one hand-written emulated row."""
-    from edgeqd.cli.devices import bench_document
-    from edgeqd.devices import bench
-
-    run = tiny_run()
-    folder = run["dir"]
-    if not (folder / "bench_local.json").exists():
-        files = [folder / a["file"] for a in run["manifest"]["artifacts"] if a["status"] == "ok"]
-        rows = bench(files, ["local"], threads=(1, 2), runs=5, warmup=1, min_seconds=0.05, max_seconds=5)
-        document = bench_document(rows, {"artifacts": [str(f) for f in files], "devices": ["local"]})
-        (folder / "bench_local.json").write_text(json.dumps(document, default=str))
-        # A row as the qemu device writes it, to check the marking (running qemu costs ~25 s and 300 MB).
-        emulated = {**document["rows"][0], "device": "qemu-aarch64", "kind": "qemu-aarch64", "emulated": True,
-                    "latency_note": "emulated — not a device latency"}
-        emulated_doc = {**document, "rows": [emulated]}
-        (run["root"] / "bench_emulated.json").write_text(json.dumps(emulated_doc, default=str))
-    return run
-
-
-def test_pareto_front():
-    assert pareto_front([(1.0, 0.90), (2.0, 0.95), (3.0, 0.94), (1.0, 0.80), (4.0, 0.95)]) == [0, 1]
-    assert pareto_front([]) == []
 
 
 def test_html_is_self_contained_with_plots(run_with_bench, tmp_path):
@@ -110,12 +81,6 @@ def test_without_bench_data_the_report_says_so(run_with_bench, tmp_path):
     assert "No bench data from a real device" in text and "Bench rows" not in text
 
 
-def test_bench_json_alone_is_enough(run_with_bench, tmp_path):
-    data = load_report_data([run_with_bench["dir"] / "bench_local.json"])
-    assert data.runs == [] and len(data.bench_rows) >= 8
-    assert write_report([run_with_bench["dir"] / "bench_local.json"], tmp_path / "r.html").exists()
-
-
 def test_existing_output_needs_force(run_with_bench, tmp_path):
     out = tmp_path / "report.html"
     out.write_text("keep me")
@@ -126,38 +91,16 @@ def test_existing_output_needs_force(run_with_bench, tmp_path):
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_bad_inputs_are_typed_errors(tmp_path):
-    with pytest.raises(UsageError, match="no such file"):
-        load_report_data([tmp_path / "missing"])
-    with pytest.raises(UsageError, match="no manifest.json or bench JSON"):
-        load_report_data([tmp_path])
-    broken = tmp_path / "broken.json"
-    broken.write_text("{not json")
-    with pytest.raises(DataError, match="not readable JSON"):
-        load_report_data([broken])
-
-
-def test_cli_report(run_with_bench, tmp_path):
-    runner = CliRunner()
-    out = tmp_path / "r.html"
-    result = runner.invoke(cli, ["report", str(run_with_bench["dir"]), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    assert f"wrote {out}" in result.output
-    again = runner.invoke(cli, ["report", str(run_with_bench["dir"]), "-o", str(out)])
-    assert again.exit_code == 2 and "Traceback" not in again.output
-    missing = runner.invoke(cli, ["report", str(tmp_path / "nope")])
-    assert missing.exit_code == 2
-
-
 def test_per_op_profile_plot_when_bench_profiled(run_with_bench, tmp_path):
-    from edgeqd.cli.devices import bench_document
     from edgeqd.devices import bench
+    from edgeqd.documents import new_bench_document
 
     onnx = run_with_bench["dir"] / "model_int8.onnx"
     rows = bench([onnx], ["local"], runs=5, warmup=1, min_seconds=0, profile=True)
     assert rows[0].profile["available"], rows[0].profile
     profiled = tmp_path / "bench_profile.json"
-    profiled.write_text(json.dumps(bench_document(rows, {"artifacts": [str(onnx)]}), default=str))
+    profiled.write_text(json.dumps(new_bench_document([r.to_dict() for r in rows], {"artifacts": [str(onnx)]}),
+                                  default=str))
     text = write_report([profiled], tmp_path / "report.html").read_text()
     assert "<h2>Per-op profile</h2>" in text
     # Without --profile there is no such section (the unprofiled bench JSON of the fixture).
