@@ -30,7 +30,7 @@ from edgeqd.data import load_dataset  # noqa: E402
 from edgeqd.demo import train_demo_teacher  # noqa: E402
 from edgeqd.models import load_model  # noqa: E402
 from edgeqd.pipeline import calibration_subset  # noqa: E402
-from edgeqd.runtimes import PREDICTORS, evaluate_outputs  # noqa: E402
+from edgeqd.verify import evaluate_outputs, predict  # noqa: E402
 
 
 def timed(fn):
@@ -97,7 +97,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|---:|",
              f"| Keras float teacher | {100 * keras_acc:.2f}% | — | — | — | — | — |"]
     for name, path, runtime, seconds in rows:
-        ev = evaluate_outputs(PREDICTORS[runtime](path, data.x_eval), reference, data.y_eval)
+        ev = evaluate_outputs(predict(path, data.x_eval), reference, data.y_eval)
         size = path.stat().st_size
         lines.append(f"| {name} | {100 * ev.accuracy:.2f}% | {100 * (ev.accuracy - keras_acc):+.2f} | "
                      f"{100 * ev.agreement:.2f}% | {size / 1024:.0f} KiB | {size / float_bytes:.2f} | {seconds:.1f} |")

@@ -147,12 +147,12 @@ def _check_artifacts(artifacts: Sequence[Union[str, os.PathLike]]) -> list[Path]
 
 
 def _reference_outputs(reference: Path, x: np.ndarray) -> np.ndarray:
-    """Float outputs of the reference artifact on this machine (the runner's own code)."""
+    """Float outputs of the reference artifact on this machine (the runner's own code, batched)."""
     from edgeqd.devices import runner
 
     try:
         model = runner.open_model(str(reference), threads=1)
-        return runner.predict(model, x)
+        return runner.predict(model, x, batch=256)
     except runner.RunnerError as exc:
         raise UsageError(f"reference {reference}: {exc}") from None
 

@@ -209,29 +209,80 @@ def _version_of(distribution_module, module):
 
 # --------------------------------------------------------------------------- runtimes
 
-class _TFLiteModel:
+class _Model:
+    """What both runtime wrappers share: the I/O description and (de)quantization.
+
+    ``inputs``/``outputs`` describe the tensors as ``{"name", "shape" (-1 = dynamic),
+    "dtype", "scale": [...], "zero_point": [...]}`` (one scale per channel where the
+    tensor is per-channel quantized, none for float tensors). Floats go in and come
+    out: an integer input is quantized with the artifact's own scale and zero point,
+    q = round(x / S + Z) clipped, and an integer output dequantized, x = (q − Z)·S.
+    """
+
+    resize_costs = False  # whether another batch size costs a reallocation (LiteRT)
+
+    def tensors(self):
+        return self.inputs, self.outputs
+
+    def input_shape(self):
+        return list(self.inputs[0]["shape"])
+
+    def prepare(self, x):
+        """Turn a float batch into the input tensor's dtype (quantizing if needed)."""
+        np = _np()
+        tensor = self.inputs[0]
+        dtype = np.dtype(tensor["dtype"])
+        if dtype.kind == "f":
+            return x.astype(dtype)
+        scale, zero_point = _per_tensor(tensor)
+        if not scale:
+            raise RunnerError("integer input %s has no quantization scale" % tensor["name"])
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def get_output(self):
+        np = _np()
+        q = self._output()
+        if np.dtype(self.outputs[0]["dtype"]).kind == "f" or not self.outputs[0]["scale"]:
+            return q.astype(np.float32)
+        scale, zero_point = _per_tensor(self.outputs[0])
+        return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def _per_tensor(tensor):
+    if len(tensor["scale"]) > 1:
+        raise RunnerError("%s is quantized per channel (%d scales); the runner feeds and reads "
+                          "per-tensor quantized I/O only" % (tensor["name"], len(tensor["scale"])))
+    return (tensor["scale"] or [0.0])[0], (tensor["zero_point"] or [0])[0]
+
+
+def _tflite_tensor(detail):
+    params = detail.get("quantization_parameters") or {}
+    return {"name": detail["name"], "shape": [int(d) for d in detail.get("shape_signature", detail["shape"])],
+            "dtype": _np().dtype(detail["dtype"]).name, "scale": [float(s) for s in params.get("scales", ())],
+            "zero_point": [int(z) for z in params.get("zero_points", ())]}
+
+
+class _TFLiteModel(_Model):
     """LiteRT's Interpreter (ai_edge_litert, else tflite_runtime) behind one small API."""
 
+    resize_costs = True
+
     def __init__(self, path, threads, xnnpack, runtime):
-        modules = [runtime] if runtime != "auto" else ["ai_edge_litert", "tflite_runtime"]
-        interpreter_module, last_error = None, None
-        for name in modules:
+        names = ["ai_edge_litert", "tflite_runtime"] if runtime == "auto" else [runtime]
+        if not set(names) <= {"ai_edge_litert", "tflite_runtime"}:
+            raise RunnerError("runtime %s cannot run .tflite files" % runtime)
+        last_error = None
+        for name in names:
             try:
-                if name == "ai_edge_litert":
-                    from ai_edge_litert import interpreter as interpreter_module
-                elif name == "tflite_runtime":
-                    from tflite_runtime import interpreter as interpreter_module
-                else:
-                    raise RunnerError("runtime %s cannot run .tflite files" % name)
-                self.runtime = name
+                self._module = __import__(name + ".interpreter", fromlist=["Interpreter"])
                 break
             except ImportError as exc:
                 last_error = exc
-        if interpreter_module is None:
+        else:
             raise RunnerError("no TFLite runtime here (pip install ai-edge-litert, or tflite-runtime "
                               "on boards without an ai-edge-litert wheel): %s" % last_error)
-        self.version = _version_of(self.runtime, __import__(self.runtime))
-        self._module = interpreter_module
+        self.runtime, self.version = name, _version_of(name, __import__(name))
         self.path, self.threads, self.xnnpack = path, threads, xnnpack
 
     def load(self):
@@ -247,28 +298,19 @@ class _TFLiteModel:
             raise RunnerError("%s cannot load %s: %s" % (self.runtime, os.path.basename(self.path),
                                                          str(exc).strip()[:300]))
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.inputs = [_tflite_tensor(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [_tflite_tensor(d) for d in self.interpreter.get_output_details()]
         # An app resets a stateful model before each independent sequence; the runner does
         # too (and times it).
         self.stateful = is_stateful(self.interpreter)
 
-    def tensors(self):
-        def describe(detail):
-            scale, zero_point = detail.get("quantization", (0.0, 0))
-            return {"name": detail["name"], "shape": [int(d) for d in detail["shape"]],
-                    "dtype": _np().dtype(detail["dtype"]).name,
-                    "scale": float(scale), "zero_point": int(zero_point)}
-        return ([describe(d) for d in self.interpreter.get_input_details()],
-                [describe(d) for d in self.interpreter.get_output_details()])
-
-    def input_shape(self):
-        return [int(d) for d in self.input["shape"]]
-
-    def prepare(self, x):
-        """Turn one float sample batch into the input tensor's dtype (quantizing if needed)."""
-        return _quantize(x, self.input)
-
     def set_input(self, prepared):
+        if list(prepared.shape) != list(self.input["shape"]):
+            # A batch of another size (the batch dimension is dynamic): resize, then reallocate.
+            self.interpreter.resize_tensor_input(self.input["index"], list(prepared.shape))
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
         self.interpreter.set_tensor(self.input["index"], prepared)
 
     def invoke(self):
@@ -276,8 +318,8 @@ class _TFLiteModel:
             self.interpreter.reset_all_variables()
         self.interpreter.invoke()
 
-    def get_output(self):
-        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+    def _output(self):
+        return self.interpreter.get_tensor(self.output_index)
 
     def profile(self, prepared, runs, folder, warmup=5):
         # LiteRT's Python Interpreter exposes no op profiler (benchmark_model's
@@ -287,7 +329,11 @@ class _TFLiteModel:
                           "benchmark_model (adb devices with --benchmark-binary)" % self.runtime}
 
 
-class _ONNXModel:
+_ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16"}
+
+
+class _ONNXModel(_Model):
     """ONNX Runtime's InferenceSession behind the same API as :class:`_TFLiteModel`."""
 
     def __init__(self, path, threads, xnnpack, runtime):
@@ -307,45 +353,42 @@ class _ONNXModel:
         self.xnnpack = None
         self._feed = None
 
-    def load(self):
+    def _session(self, **settings):
         options = self._ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        if self.threads:  # None: ONNX Runtime's default (one thread per core)
+            options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        for key, value in settings.items():
+            setattr(options, key, value)
+        return self._ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def load(self):
         try:
-            self.session = self._ort.InferenceSession(self.path, sess_options=options,
-                                                      providers=["CPUExecutionProvider"])
+            self.session = self._session()
         except Exception as exc:
             raise RunnerError("onnxruntime cannot load %s: %s" % (os.path.basename(self.path),
                                                                   str(exc).strip()[:300]))
-        self.input = self.session.get_inputs()[0]
-        self.output_name = self.session.get_outputs()[0].name
-        if "int" in self.input.type:
-            raise RunnerError("%s has an integer input (%s); edgeqd runs ONNX models with float "
-                              "inputs (QDQ)" % (os.path.basename(self.path), self.input.type))
+        args = self.session.get_inputs() + self.session.get_outputs()
+        # Integer graph inputs/outputs (tf2onnx's TFLite front end keeps int8 I/O) carry their
+        # scale and zero point only in the Q/DQ nodes next to them: read those from the file.
+        params = _onnx_edge_quantization(self.path) if any("int" in a.type for a in args) else {}
 
-    def tensors(self):
         def describe(arg):
-            shape = [d if isinstance(d, int) else -1 for d in arg.shape]
-            return {"name": arg.name, "shape": shape,
-                    "dtype": arg.type.replace("tensor(", "").replace(")", "").replace("float", "float32"),
-                    "scale": 0.0, "zero_point": 0}
-        return ([describe(a) for a in self.session.get_inputs()],
-                [describe(a) for a in self.session.get_outputs()])
-
-    def input_shape(self):
-        return [d if isinstance(d, int) else -1 for d in self.input.shape]
-
-    def prepare(self, x):
-        return x.astype(_np().float32)
+            scale, zero_point = params.get(arg.name, ([], []))
+            return {"name": arg.name, "shape": [d if isinstance(d, int) else -1 for d in arg.shape],
+                    "dtype": _ONNX_TYPES.get(arg.type, arg.type), "scale": scale, "zero_point": zero_point}
+        self.inputs = [describe(a) for a in self.session.get_inputs()]
+        self.outputs = [describe(a) for a in self.session.get_outputs()]
+        self.input_name, self.output_name = self.inputs[0]["name"], self.outputs[0]["name"]
 
     def set_input(self, prepared):
-        self._feed = {self.input.name: prepared}
+        self._feed = {self.input_name: prepared}
 
     def invoke(self):
         self._result = self.session.run([self.output_name], self._feed)[0]
 
-    def get_output(self):
-        return self._result.astype(_np().float32)
+    def _output(self):
+        return self._result
 
     def profile(self, prepared, runs, folder, warmup=5):
         """Per-op profile from ONNX Runtime's own profiler, on a separate session.
@@ -360,14 +403,9 @@ class _ONNXModel:
             folder: where ORT may write its trace (removed after reading).
             warmup: inferences run first and left out.
         """
-        options = self._ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(folder, "edgeqd_ort_profile")
-        session = self._ort.InferenceSession(self.path, sess_options=options,
-                                             providers=["CPUExecutionProvider"])
-        feed = {self.input.name: prepared}
+        session = self._session(enable_profiling=True,
+                                profile_file_prefix=os.path.join(folder, "edgeqd_ort_profile"))
+        feed = {self.input_name: prepared}
         for _ in range(warmup + runs):
             session.run([self.output_name], feed)
         trace = session.end_profiling()
@@ -405,25 +443,117 @@ def _np():
     return numpy
 
 
-def _quantize(x, detail):
-    np = _np()
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    if not scale:
-        raise RunnerError("integer input %s has no quantization scale" % detail["name"])
-    info = np.iinfo(dtype)
-    # q = round(x / S + Z), clipped: the artifact's own scale and zero point.
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+# --------------------------------------------------------------------------- ONNX Q/DQ edges
+# ONNX Runtime does not expose the graph, and the onnx package is not on devices: a
+# minimal reader of the protobuf wire format finds the few fields needed (field numbers
+# from onnx.proto: ModelProto.graph 7; GraphProto node 1, initializer 5, input 11,
+# output 12; NodeProto input 1, output 2, op_type 4, attribute 5; AttributeProto name 1,
+# t 5; TensorProto data_type 2, float_data 4, int32_data 5, int64_data 7, name 8, raw_data 9).
+
+def _varint(buf, i):
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
 
 
-def _dequantize(q, detail):
+def _pb(buf):
+    """Fields of one protobuf message as (number, wire type, value) — no copies of payloads.
+
+    >>> [(f, w, bytes(v) if w == 2 else v) for f, w, v in _pb(b"\\x08\\x96\\x01\\x12\\x02hi")]
+    [(1, 0, 150), (2, 2, b'hi')]
+    """
+    buf, i = memoryview(buf), 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 2, 5):
+            size, i = (8, i) if wire == 1 else (4, i) if wire == 5 else _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        else:
+            raise RunnerError("unsupported protobuf wire type %d in the ONNX file" % wire)
+        yield key >> 3, wire, value
+
+
+def _pb_strings(buf, number):
+    return [bytes(v).decode("utf-8", "replace") for f, w, v in _pb(buf) if f == number and w == 2]
+
+
+_PB_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+              10: "float16", 11: "float64"}
+
+
+def _pb_array(tensor):
+    """A small TensorProto's values as a flat numpy array (raw_data or the typed fields)."""
     np = _np()
-    if np.dtype(detail["dtype"]).kind == "f":
-        return q.astype(np.float32)
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    dtype, values = 1, []
+    for field, wire, value in _pb(tensor):
+        if field == 2:
+            dtype = value
+        elif field == 9:
+            return np.frombuffer(value, _PB_DTYPES.get(dtype, "uint8")).reshape(-1)
+        elif field == 4:  # float_data: packed, or one fixed32
+            values.extend(np.frombuffer(value, "<f4").tolist())
+        elif field in (5, 7):  # int32_data / int64_data: varints, packed or not (negatives are 64-bit)
+            raw = [value] if wire == 0 else []
+            i = 0
+            while wire == 2 and i < len(value):
+                item, i = _varint(value, i)
+                raw.append(item)
+            values.extend(v - (1 << 64) if v >= 1 << 63 else v for v in raw)
+    return np.asarray(values).reshape(-1)
+
+
+def _onnx_edge_quantization(path):
+    """Scale and zero point of integer graph inputs/outputs, read from their Q/DQ nodes."""
+    with open(path, "rb") as handle:
+        graph = next((v for f, _, v in _pb(handle.read()) if f == 7), b"")
+    nodes, constants, inputs, outputs = [], {}, [], []
+    for field, _, value in _pb(graph):
+        if field == 1:
+            fields = list(_pb(value))
+            op_type = "".join(_pb_strings(value, 4))
+            nodes.append((op_type, _pb_strings(value, 1), _pb_strings(value, 2)))
+            if op_type == "Constant":
+                for attribute in (v for f, _, v in fields if f == 5):
+                    tensor = [v for f, _, v in _pb(attribute) if f == 5]
+                    if _pb_strings(attribute, 1) == ["value"] and tensor:
+                        constants[nodes[-1][2][0]] = tensor[0]
+        elif field == 5:
+            constants["".join(_pb_strings(value, 8))] = value
+        elif field in (11, 12):
+            (inputs if field == 11 else outputs).append("".join(_pb_strings(value, 1)))
+    # An edge may pass through layout-only ops before its Q/DQ node (tf2onnx's TFLite front
+    # end reshapes NHWC int8 inputs to NCHW first): follow those back to the graph edge.
+    layout_ops = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+    edges = {name: name for name in inputs}
+    for op_type, ins, outs in nodes:
+        if op_type in layout_ops and ins and ins[0] in edges:
+            edges[outs[0]] = edges[ins[0]]
+    producers = {out: (op_type, ins) for op_type, ins, outs in nodes for out in outs}
+    for edge in outputs:
+        name = edges[edge] = edge
+        while name in producers and producers[name][0] in layout_ops:
+            name = producers[name][1][0]
+            edges[name] = edge
+    params = {}
+    for op_type, ins, outs in nodes:
+        if op_type == "DequantizeLinear" and ins[0] in edges:
+            name = edges[ins[0]]
+        elif op_type == "QuantizeLinear" and outs[0] in edges:
+            name = edges[outs[0]]
+        else:
+            continue
+        if ins[1] in constants:
+            zero = _pb_array(constants[ins[2]]) if len(ins) > 2 and ins[2] in constants else [0]
+            params[name] = ([float(s) for s in _pb_array(constants[ins[1]])], [int(z) for z in zero])
+    return params
 
 
 def summarize_profile(nodes, source, runs, top=10):
@@ -478,7 +608,7 @@ def open_model(path, threads=1, xnnpack=True, runtime="auto"):
 
 
 def _fit_samples(x, input_shape):
-    """Reshape float samples (N, ...) to the model's per-sample input shape, batch 1."""
+    """Reshape float samples (N, ...) to the model's per-sample input shape: (N, *sample)."""
     np = _np()
     sample_shape = [d for d in input_shape[1:]]
     if any(d < 0 for d in sample_shape):
@@ -488,27 +618,42 @@ def _fit_samples(x, input_shape):
     if per_sample != size:
         raise RunnerError("data samples have shape %s (%d values) but the model's input is %s "
                           "(%d values per sample)" % (list(x.shape[1:]), per_sample, input_shape, size))
-    return x.reshape([len(x), 1] + sample_shape).astype(np.float32)
+    return x.reshape([len(x)] + sample_shape).astype(np.float32, copy=False)
 
 
-def predict(model, x):
-    """Outputs (dequantized, float32) of ``model`` for float samples ``x``, one at a time.
+def predict(model, x, batch=1):
+    """Outputs (dequantized, float32) of ``model`` for float samples ``x``.
+
+    On a device the runner feeds one sample per inference, as an app does; host-side
+    verification passes a larger ``batch``, used where the model's batch dimension is
+    dynamic (LiteRT resizes its input once, ONNX Runtime takes any batch). A model with
+    a fixed batch size gets batches of that size; the last batch is padded where its
+    size is fixed or a resize would cost a reallocation. A stateful model
+    (LSTM) is reset before every inference: each row is an independent sequence.
 
     Args:
         model: a wrapper from :func:`open_model`.
         x: float samples, shape (N, ...).
+        batch: samples per inference where the batch dimension is dynamic.
 
-    >>> predict(open_model("model.tflite"), x).shape  # doctest: +SKIP
+    >>> predict(open_model("model.tflite"), x, batch=256).shape  # doctest: +SKIP
     (500, 10)
     """
     np = _np()
-    batches = _fit_samples(x, model.input_shape())
+    shape = model.input_shape()
+    samples = _fit_samples(x, shape)
+    fixed = shape[0] if shape and shape[0] > 0 else None
+    size = fixed or max(1, min(int(batch), len(samples)))
     outputs = []
-    for batch in batches:
-        model.set_input(model.prepare(batch))
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size]
+        count = len(chunk)
+        if count < size and (fixed or model.resize_costs):  # pad the last batch rather than resize
+            chunk = np.concatenate([chunk, np.zeros((size - count,) + chunk.shape[1:], chunk.dtype)])
+        model.set_input(model.prepare(chunk))
         model.invoke()
-        outputs.append(model.get_output().reshape(-1))
-    return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+        outputs.append(model.get_output().reshape(len(chunk), -1)[:count])
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -594,20 +739,72 @@ def _ms(start_ns, end_ns):
     return (end_ns - start_ns) / 1e6
 
 
+def _load_data(path):
+    """x (float32), y and reference of the shipped ``.npz`` (None where absent)."""
+    np = _np()
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return (archive["x"].astype(np.float32), archive["y"] if "y" in archive.files else None,
+                    archive["reference"] if "reference" in archive.files else None)
+    except Exception as exc:
+        raise RunnerError("cannot read data %s: %s" % (os.path.basename(path), exc))
+
+
+def _time_runs(model, args):
+    """Warmup, then timed inferences until --runs and --min-seconds are met (or --max-seconds is)."""
+    clock = time.perf_counter_ns
+    warmup = []
+    for _ in range(max(1, args.warmup)):
+        start = clock()
+        model.invoke()
+        warmup.append(_ms(start, clock()))
+    stats = LatencyStats()  # constant memory however long the timing runs
+    began, capped = time.perf_counter(), False
+    while True:
+        start = clock()
+        model.invoke()
+        stats.add(_ms(start, clock()))
+        elapsed = time.perf_counter() - began
+        if stats.count >= args.runs and elapsed >= args.min_seconds:
+            break
+        if args.max_seconds and elapsed >= args.max_seconds:
+            capped = True
+            break
+    timings = {"first_inference": warmup[0], "warmup_avg": float(sum(warmup) / len(warmup)),
+               "warmup_runs": len(warmup)}
+    timings.update(stats.summary())
+    timings["seconds"] = time.perf_counter() - began
+    timings["capped_by_max_seconds"] = capped
+    return timings
+
+
+def _quality(model, samples, labels, reference):
+    """Accuracy, top-1 agreement with the reference outputs and mean |Δ| on the shipped samples."""
+    np = _np()
+    predictions = predict(model, samples)
+    top1 = predictions.argmax(axis=1)
+    quality = {"samples": int(len(samples)), "accuracy": None, "agreement": None, "mean_abs_diff": None}
+    if labels is not None:
+        quality["accuracy"] = float((top1 == labels.reshape(-1)).mean())
+    if reference is not None:
+        reference = reference.reshape(len(reference), -1).astype(np.float32)
+        quality["agreement"] = float((top1 == reference.argmax(axis=1)).mean())
+        quality["mean_abs_diff"] = float(np.abs(predictions - reference).mean())
+    quality["predictions"] = [int(v) for v in top1]
+    return quality
+
+
+def _schema_tensors(tensors):
+    """The runner document's tensor entries: one scale and zero point (0 for float tensors)."""
+    return [dict(t, scale=(t["scale"] or [0.0])[0], zero_point=(t["zero_point"] or [0])[0]) for t in tensors]
+
+
 def benchmark(args):
     """Run the whole measurement described in the module docstring; return the JSON dict."""
-    clock = time.perf_counter_ns
     rss_start = _status_kb("VmRSS")
     np = _np()
-    samples = labels = reference = None
-    if args.data:
-        try:
-            with np.load(args.data, allow_pickle=False) as archive:
-                samples = archive["x"].astype(np.float32)
-                labels = archive["y"] if "y" in archive.files else None
-                reference = archive["reference"] if "reference" in archive.files else None
-        except Exception as exc:
-            raise RunnerError("cannot read data %s: %s" % (os.path.basename(args.data), exc))
+    samples, labels, reference = _load_data(args.data) if args.data else (None, None, None)
+    have_samples = samples is not None and len(samples) > 0
     rss_before_import = _status_kb("VmRSS")
 
     suffix = os.path.splitext(args.model)[1].lower()
@@ -620,40 +817,19 @@ def benchmark(args):
     rss_after_import = _status_kb("VmRSS")
     peak_after_import = _peak_rss_kb()
 
-    start = clock()
+    start = time.perf_counter_ns()
     model.load()
-    init_ms = _ms(start, clock())
+    timings = {"init": _ms(start, time.perf_counter_ns())}
     inputs, outputs = model.tensors()
-
-    if samples is not None and len(samples):
-        timing_input = _fit_samples(samples[:1], model.input_shape())[0]
+    if have_samples:
+        timing_input = _fit_samples(samples[:1], model.input_shape())
     else:
         # Without data, a fixed pseudo-random input in [0, 1), as benchmark_model uses random data.
         shape = [d if d > 0 else 1 for d in model.input_shape()]
         timing_input = np.random.default_rng(0).random(shape, dtype=np.float32)
     prepared = model.prepare(timing_input)
     model.set_input(prepared)
-
-    warmup_times = []
-    for _ in range(max(1, args.warmup)):
-        start = clock()
-        model.invoke()
-        warmup_times.append(_ms(start, clock()))
-
-    stats = LatencyStats()  # constant memory however long the timing runs
-    began = time.perf_counter()
-    capped = False
-    while True:
-        start = clock()
-        model.invoke()
-        stats.add(_ms(start, clock()))
-        elapsed = time.perf_counter() - began
-        if stats.count >= args.runs and elapsed >= args.min_seconds:
-            break
-        if args.max_seconds and elapsed >= args.max_seconds:
-            capped = True
-            break
-    timed_seconds = time.perf_counter() - began
+    timings.update(_time_runs(model, args))
     peak_after_timing = _peak_rss_kb()
 
     profile = None
@@ -665,28 +841,9 @@ def benchmark(args):
                                     warmup=max(1, args.warmup))
         except Exception as exc:  # a profiler failure costs the profile, not the measurement
             profile = {"available": False, "reason": "%s: %s" % (type(exc).__name__, str(exc)[:300])}
-
-    quality = None
-    if samples is not None and len(samples):
-        predictions = predict(model, samples)
-        top1 = predictions.argmax(axis=1)
-        quality = {"samples": int(len(samples)), "accuracy": None, "agreement": None,
-                   "mean_abs_diff": None}
-        if labels is not None:
-            quality["accuracy"] = float((top1 == labels.reshape(-1)).mean())
-        if reference is not None:
-            reference = reference.reshape(len(reference), -1).astype(np.float32)
-            quality["agreement"] = float((top1 == reference.argmax(axis=1)).mean())
-            quality["mean_abs_diff"] = float(np.abs(predictions - reference).mean())
-        quality["predictions"] = [int(v) for v in top1]
+    quality = _quality(model, samples, labels, reference) if have_samples else None
 
     peak = _peak_rss_kb()
-    timings = {"init": init_ms, "first_inference": warmup_times[0],
-               "warmup_avg": float(sum(warmup_times) / len(warmup_times)),
-               "warmup_runs": len(warmup_times)}
-    timings.update(stats.summary())
-    timings["seconds"] = timed_seconds
-    timings["capped_by_max_seconds"] = capped
     return {
         "schema": SCHEMA,
         "ok": True,
@@ -709,8 +866,8 @@ def benchmark(args):
         },
         "quality": quality,
         "profile": profile,
-        "inputs": inputs,
-        "outputs": outputs,
+        "inputs": _schema_tensors(inputs),
+        "outputs": _schema_tensors(outputs),
         "device": device_info(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

@@ -7,7 +7,7 @@ import pytest
 
 from edgeqd.converters import CONVERTERS, ConversionContext
 from edgeqd.errors import ConversionError
-from edgeqd.runtimes import IO_READERS, PREDICTORS
+from edgeqd.verify import artifact_io, predict
 
 # Converters whose behaviour needs more than a float Keras model (e.g. a QAT model) are
 # tested in the module named here; the rest run below, one parametrized case each.
@@ -34,9 +34,9 @@ def test_converter_writes_an_artifact_its_runtime_runs(name, tmp_path, fashion):
     out = tmp_path / converter.filename
     converter.fn(context, out)
     x = fashion.x_eval[:16]
-    outputs = PREDICTORS[converter.runtime](out, x)
+    outputs = predict(out, x)
     reference = model.predict(x, verbose=0)
-    inputs, _ = IO_READERS[converter.runtime](out)
+    inputs, _ = artifact_io(out)
     # Float32 artifacts match Keras to float rounding; float16 weights to ~1e-3 relative;
     # integer ones within a few quantization steps (|logits| here are < 2, so 0.1 is several
     # int8 steps).
@@ -76,7 +76,7 @@ def test_lstm_converts_to_tflite_fused_and_stateless_per_sample(tmp_path):
         CONVERTERS[name].fn(context, out)
         # The fused kernel keeps LSTM state in variable tensors between invocations; each sample
         # must still come out as Keras computes it, in edgeqd's evaluator and in the device runner.
-        outputs = PREDICTORS["tflite"](out, x)
+        outputs = predict(out, x)
         on_device = runner.predict(runner.open_model(str(out)), x)
         if name == "tflite-fp32":
             np.testing.assert_allclose(outputs, reference, atol=1e-5)
