@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgeqd.types import QuantMode
 
 
 @dataclass
@@ -24,10 +23,12 @@ class ConversionContext:
     """What every converter gets: the model, calibration data and the settings.
 
     Attributes:
-        model: the float (or, with ``mode=QuantMode.QAT``, quantization-aware) Keras model.
-        calibration: representative inputs for post-training calibration, float32 (N, ...).
+        model: the float Keras model the user brought (or the distilled student): float
+            artifacts are converted from it, and quantized ones too unless ``qat_model`` is set.
+        calibration: representative inputs for calibration, float32 (N, ...).
         workdir: a scratch folder for intermediate files (removed by the caller).
-        mode: PTQ calibrates ranges on ``calibration``; QAT ships the ranges learnt in training.
+        qat_model: the quantization-aware (fake-quant) model after QAT, or None; the int8
+            converters ship the ranges it learnt.
         per_channel: per-channel weight scales (True) or one scale per tensor.
         calibration_method: "minmax", "percentile" or "entropy" (ONNX Runtime calibrators).
         cache: intermediate results shared between converters (e.g. the float ONNX graph).
@@ -37,7 +38,7 @@ class ConversionContext:
     model: Any
     calibration: np.ndarray
     workdir: Path
-    mode: QuantMode = QuantMode.PTQ
+    qat_model: Any = None
     per_channel: bool = True
     calibration_method: str = "minmax"
     cache: dict[str, Any] = field(default_factory=dict)

@@ -14,7 +14,6 @@ import numpy as np
 
 from edgeqd.converters import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
-from edgeqd.types import QuantMode
 
 ONNX_OPSET = 17
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -82,7 +81,7 @@ def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
         context: the model, calibration samples and settings.
         out_path: where to write the ``.onnx``.
     """
-    if context.mode == QuantMode.QAT:
+    if context.qat_model is not None:
         return _onnx_int8_from_qat(context, out_path)
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from edgeqd.converters import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
-from edgeqd.types import QuantMode
 
 
 def has_lstm(model) -> bool:
@@ -25,10 +24,10 @@ def has_lstm(model) -> bool:
     return any(isinstance(layer, tf_keras.layers.LSTM) for layer in model.submodules)
 
 
-def _converter(context: ConversionContext):
+def _converter(context: ConversionContext, model=None):
     import tensorflow as tf
 
-    model = context.model
+    model = context.model if model is None else model
     if not has_lstm(model):
         return tf.lite.TFLiteConverter.from_keras_model(model)
     # A Keras LSTM traced with a dynamic batch keeps TensorList ops that no TFLite builtin
@@ -106,19 +105,20 @@ def convert_tflite_int8(context: ConversionContext, out_path: Path) -> dict:
     """
     import tensorflow as tf
 
-    converter = _converter(context)
+    # A QAT model's fake-quant ranges ship as they are; the representative samples then only
+    # calibrate what TFMOT left float, so that the artifact is full-integer either way.
+    converter = _converter(context, context.qat_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if context.mode == QuantMode.PTQ:
-        converter.representative_dataset = representative_dataset(context.calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = representative_dataset(context.calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     if not context.per_channel:
         # The MLIR quantizer's switch for one scale per weight tensor.
         converter._experimental_disable_per_channel = True
     out_path.write_bytes(_convert(converter, "int8"))
-    return {"per_channel": context.per_channel, "calibration_method": "tflite-minmax"
-            if context.mode == QuantMode.PTQ else "qat"}
+    return {"per_channel": context.per_channel,
+            "calibration_method": "tflite-minmax" if context.qat_model is None else "qat"}
 
 
 @register_converter("tflite-fp16", filename="model_fp16.tflite", runtime="tflite", quantized=False,

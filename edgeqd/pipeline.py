@@ -1,30 +1,38 @@
-"""``edgeqd convert``: a Keras model becomes verified TFLite and ONNX artifacts.
+"""The one orchestrator: [distil] → [QAT] → converters → verify → manifest → bundle.
 
-Every artifact is loaded back in its real runtime and evaluated on the held-out
-split against the labels and the float Keras model. A converter that fails becomes
-a row with its reason, not a crash. Outputs are written into a temporary folder
-that is renamed into place at the end.
+:func:`convert` is the path every run takes — ``edgeqd convert``, ``edgeqd quantize``
+(a preset: QAT on), ``convert --distill-from`` and ``make demo``. The stages:
+
+1. **distil** (``settings.distill``): a student is distilled from ``teacher``
+   (:mod:`edgeqd.distillation`) and becomes the model to quantize;
+2. **load**: the model and the data it needs (:func:`edgeqd.data.load_for_model`);
+3. **QAT** (``settings.qat``): quantization-aware fine-tuning, with the teacher in
+   the SGD steps when there is one (:mod:`edgeqd.quantization.qat`);
+4. **convert**: every requested format (:mod:`edgeqd.converters`); float formats from
+   the float model, quantized ones from the QAT model when QAT ran;
+5. **verify**: every artifact runs in its real runtime on the held-out samples and is
+   compared with the float model the stages started from (:mod:`edgeqd.verify`);
+6. **manifest** and **bundle**: ``manifest.json`` through :mod:`edgeqd.documents`, then
+   labels, the C array and INTEGRATION.md (:mod:`edgeqd.bundle`).
+
+A converter that fails becomes a row with its reason, not a crash. Everything is
+written into a temporary folder renamed into place at the end.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from edgeqd import __version__, interrupts
-from edgeqd.errors import ConversionError, DataError, EdgeqdError, UsageError
-from edgeqd.types import ArtifactResult, Dataset, Evaluation, QuantMode, Status
-
-MANIFEST = "manifest.json"
-LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "onnx", "onnxruntime",
-             "tf2onnx", "ai-edge-litert", "numpy")
+from edgeqd.errors import ConversionError, EdgeqdError, ModelError, UsageError
+from edgeqd.settings import ConvertSettings
+from edgeqd.types import ArtifactResult, Dataset, Status
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -51,17 +59,6 @@ class ConvertResult:
             raise ConversionError("; ".join(self.problems) + f" (outputs kept in {self.out})")
 
 
-def library_versions() -> dict[str, Optional[str]]:
-    """Installed versions of the libraries that shape an artifact."""
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def resolve_formats(formats: Sequence[str]) -> list[str]:
     """Validate format names against the registry, keeping order and dropping repeats.
 
@@ -81,47 +78,6 @@ def resolve_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def calibration_subset(dataset: Dataset, samples: int, seed: int = 0) -> np.ndarray:
-    """``samples`` training inputs, drawn with a fixed seed, for PTQ calibration.
-
-    Args:
-        dataset: the data.
-        samples: how many to draw.
-        seed: seed of the draw.
-    """
-    available = len(dataset.x_train)
-    if samples <= 0:
-        raise UsageError(f"--calibration-samples must be positive, got {samples}")
-    if samples > available:
-        raise DataError(f"asked for {samples} calibration samples but {dataset.name} has only "
-                        f"{available} training samples; lower --calibration-samples")
-    order = np.random.default_rng(seed).permutation(available)[:samples]
-    return dataset.x_train[np.sort(order)]
-
-
-def load_for_model(model, data: str | Dataset, seed: int = 0) -> Dataset:
-    """Load ``--data`` and check that it fits ``model`` (input shape, label range).
-
-    Args:
-        model: the Keras model.
-        data: a dataset spec for :func:`edgeqd.data.load_dataset`, or a loaded Dataset.
-        seed: seed of the held-out split when the data has none.
-    """
-    from edgeqd.data import check_fits_model, load_dataset, validate_dataset, with_class_names
-    from edgeqd.models import model_signature
-
-    input_shape, num_classes = model_signature(model)
-    if isinstance(data, Dataset):
-        validate_dataset(data)
-        dataset = data
-    else:
-        image_size = tuple(input_shape[:2]) if len(input_shape) == 3 and None not in input_shape[:2] else None
-        channels = int(input_shape[-1]) if len(input_shape) == 3 and input_shape[-1] in (1, 3, 4) else 3
-        dataset = load_dataset(data, image_size=image_size, channels=channels, seed=seed)
-    check_fits_model(dataset, input_shape, num_classes)
-    return with_class_names(dataset, num_classes)  # labels.txt needs a name per output
-
-
 def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
     """What an app needs to know to feed the artifact and read its output.
 
@@ -135,212 +91,244 @@ def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
             "input_normalization": dataset.normalization, "output": "logits"}
 
 
-def verify_artifact(path: Path, runtime: str, x_eval: np.ndarray, reference: np.ndarray,
-                    labels: Optional[np.ndarray]) -> tuple[Evaluation, tuple, tuple]:
-    """Load an artifact in its runtime, describe its I/O and evaluate it.
+def load_keras(model: str | Path | Any, role: str, unsafe_deserialization: bool) -> tuple[Any, Optional[Path]]:
+    """A model given as a path (loaded safely) or as a ``tf_keras`` model; and its path.
 
     Args:
-        path: the artifact.
-        runtime: "tflite" or "onnx".
-        x_eval: float held-out inputs.
-        reference: the float Keras model's outputs on ``x_eval``.
-        labels: held-out labels or None.
+        model: a ``.keras``/``.h5``/SavedModel path or a loaded ``tf_keras`` model.
+        role: what it is ("model", "teacher"), for messages.
+        unsafe_deserialization: allow layers that carry code.
     """
-    from edgeqd.runtimes import IO_READERS, PREDICTORS, evaluate_outputs
+    from edgeqd.models import load_model
 
-    inputs, outputs = IO_READERS[runtime](path)
-    predictions = PREDICTORS[runtime](path, x_eval)
-    if predictions.shape != reference.shape:
-        raise ConversionError(f"{path.name} outputs shape {predictions.shape[1:]} but the Keras model "
-                              f"{reference.shape[1:]}")
-    return evaluate_outputs(predictions, reference, labels), tuple(inputs), tuple(outputs)
+    if isinstance(model, (str, Path)):
+        return load_model(Path(model), unsafe_deserialization=unsafe_deserialization), Path(model)
+    import tf_keras as keras
+
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"the {role} must be a model path or a tf_keras model, got {type(model).__name__}")
+    return model, None
 
 
-def _build_one(name: str, context, out_dir: Path, x_eval, reference, labels,
-               keras_accuracy: Optional[float]) -> ArtifactResult:
-    """Convert one format and verify it; a failure becomes a failed row."""
+@dataclass
+class _Run:
+    """The state one run carries from stage to stage."""
+
+    settings: ConvertSettings
+    out: Path
+    force: bool
+    unsafe_deserialization: bool
+    report: ProgressCallback
+    scratch: Path
+    sections: dict[str, Any] = field(default_factory=dict)
+    copies: list[Path] = field(default_factory=list)
+
+
+def _check_arguments(model, teacher, settings: ConvertSettings) -> None:
+    if settings.distill is not None and model is not None:
+        raise UsageError("give either MODEL or a teacher to distil a student from (--distill-from), not both")
+    if settings.distill is not None and teacher is None:
+        raise UsageError("distilling a student needs a teacher (--distill-from TEACHER)")
+    if settings.distill is None and model is None:
+        raise UsageError("give MODEL, or --distill-from TEACHER to distil a student first")
+    if settings.qat is None and settings.distill is None and teacher is not None:
+        raise UsageError("--teacher applies to quantization-aware training (--mode qat)")
+
+
+def _distil_stage(run: _Run, teacher, data) -> Any:
+    """Distil the student the settings ask for; keep it (and its report) for the output folder."""
+    from edgeqd.distillation import distill
+
+    settings = run.settings.distill
+    run.report(f"distilling a {settings.student} student (up to {settings.epochs} epochs)", 0, 1)
+    options = settings.to_dict()
+    student = options.pop("student")
+    options["patience"] = options["patience"] or None  # TODO(issue 11): distill() takes DistillSettings
+    result = distill(teacher, data, student, run.scratch / "student.keras", seed=run.settings.seed,
+                     unsafe_deserialization=run.unsafe_deserialization, progress=False, **options)
+    run.copies = [Path(p) for p in (result.student_path, result.report_path) if p]
+    # The student is copied into the output folder: point the manifest at those copies.
+    run.sections["distillation"] = {**result.to_dict(), "student_path": run.copies[0].name,
+                                    "report_path": run.copies[1].name if len(run.copies) > 1 else None}
+    return result.student
+
+
+def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
+                  reference_accuracy: Optional[float]) -> tuple[ArtifactResult, Optional[np.ndarray]]:
+    """Convert one format and verify it; a failure becomes a failed row. Returns the row and its outputs."""
+    from edgeqd.atomic import no_room
     from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
-    from edgeqd.atomic import no_room
+    from edgeqd.verify import verify_artifact
 
     converter = CONVERTERS[name]
     started = time.perf_counter()
     target = out_dir / converter.filename
+
+    def failed(reason: str) -> tuple[ArtifactResult, None]:
+        target.unlink(missing_ok=True)
+        return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=reason,
+                              seconds=time.perf_counter() - started), None
+
     try:
         details = converter.fn(context, target) or {}
         embed_metadata(target, converter.runtime, context.metadata)
-        evaluation, inputs, outputs = verify_artifact(target, converter.runtime, x_eval, reference, labels)
+        evaluation, inputs, outputs, predictions = verify_artifact(target, x_eval, reference, labels)
     except EdgeqdError as exc:
-        target.unlink(missing_ok=True)
         if interrupts.received() is not None:
+            target.unlink(missing_ok=True)
             raise
-        return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=str(exc),
-                              seconds=time.perf_counter() - started)
+        return failed(str(exc))
     except Exception as exc:  # a converter bug or a library edge case: still a row, not a crash
-        target.unlink(missing_ok=True)
         # An interrupt that native code turned into another error (an import's "initialization
         # failed") is the interrupt, and a full disk fails every later artifact too: not rows.
         if interrupts.received() is not None or no_room(exc) is not None:
+            target.unlink(missing_ok=True)
             raise
-        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        return ArtifactResult(name, "", converter.runtime, Status.FAILED, reason=reason,
-                              seconds=time.perf_counter() - started)
+        return failed(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
     drop = None
-    if keras_accuracy is not None and evaluation.accuracy is not None:
-        drop = round(100.0 * (keras_accuracy - evaluation.accuracy), 3)
-    return ArtifactResult(
-        name, converter.filename, converter.runtime, Status.OK,
-        dtype=converter.precision, bytes=target.stat().st_size,
-        sha256=file_sha256(target), inputs=inputs, outputs=outputs, evaluation=evaluation,
-        accuracy_drop_pts=drop, seconds=time.perf_counter() - started, details=details)
+    if reference_accuracy is not None and evaluation.accuracy is not None:
+        drop = round(100.0 * (reference_accuracy - evaluation.accuracy), 3)
+    row = ArtifactResult(name, converter.filename, converter.runtime, Status.OK, dtype=converter.precision,
+                         bytes=target.stat().st_size, sha256=file_sha256(target), inputs=inputs, outputs=outputs,
+                         evaluation=evaluation, accuracy_drop_pts=drop, seconds=time.perf_counter() - started,
+                         details=details)
+    return row, predictions
 
 
-def convert(model: str | Path | Any, data: str | Dataset, out: str | Path,
-            formats: Sequence[str] = (), calibration_samples: int = 200,
-            max_drop: Optional[float] = None, force: bool = False,
-            unsafe_deserialization: bool = False, eval_samples: Optional[int] = None,
-            per_channel: bool = True, calibration_method: str = "minmax",
-            mode: QuantMode = QuantMode.PTQ, seed: int = 0, extra_manifest: Optional[dict] = None,
-            distill_from: str | Path | Any | None = None, student: str | Path = "cnn",
-            distill_epochs: int = 20, progress: Optional[ProgressCallback] = None) -> ConvertResult:
-    """Convert a Keras model to verified TFLite/ONNX artifacts and write ``manifest.json``.
+def _build_artifacts(run: _Run, names: list[str], model, qat_model, dataset: Dataset, tmp: Path
+                     ) -> tuple[list[ArtifactResult], dict, dict]:
+    """Every format converted and verified against the float model: rows, calibration and parity sections."""
+    from edgeqd.converters import ConversionContext
+    from edgeqd.data import calibration_subset
+    from edgeqd.verify import parity
+
+    settings = run.settings
+    calibration, note = calibration_subset(dataset, settings.calibration.samples, settings.seed)
+    x_eval = dataset.x_eval[:settings.verify.eval_samples]
+    labels = None if dataset.y_eval is None else dataset.y_eval[:settings.verify.eval_samples]
+    run.report("evaluating the Keras model", 1, len(names) + 2)
+    reference = model.predict(x_eval, batch_size=256, verbose=0).astype(np.float32)
+    reference_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
+    context = ConversionContext(model=model, calibration=calibration, workdir=run.scratch, qat_model=qat_model,
+                                per_channel=settings.calibration.per_channel,
+                                calibration_method=settings.calibration.method,
+                                metadata=artifact_metadata(model, dataset))
+    rows, top1 = [], {"keras": reference.argmax(1)}
+    if qat_model is not None:
+        top1["keras-fake-quant"] = qat_model.predict(x_eval, batch_size=256, verbose=0).argmax(1)
+    for done, name in enumerate(names, start=2):
+        interrupts.check()  # a stage boundary: an interrupt a converter swallowed ends the run here
+        run.report(f"converting {name}", done, len(names) + 2)
+        row, predictions = _artifact_row(name, context, tmp, x_eval, reference, labels, reference_accuracy)
+        rows.append(row)
+        if predictions is not None:
+            top1[name] = predictions.argmax(1)
+    calibration_section = {"samples": int(len(calibration)), "seed": settings.seed, "source": "training split",
+                           "mode": settings.mode, "per_channel": settings.calibration.per_channel,
+                           "onnx_method": settings.calibration.method, "note": note}
+    reference_section = {"accuracy": reference_accuracy, "samples": int(len(x_eval))}
+    run.sections["parity"] = parity(top1, labels)
+    return rows, calibration_section, reference_section
+
+
+def _write_outputs(run: _Run, model, model_path: Optional[Path], dataset: Dataset, names: list[str],
+                   qat_model) -> ConvertResult:
+    """Convert, verify, write the manifest and the bundle into a folder renamed into place at the end."""
+    from edgeqd.atomic import atomic_dir
+    from edgeqd.bundle import write_bundle
+    from edgeqd.converters import CONVERTERS
+    from edgeqd.documents import MANIFEST_FILE, add_section, new_manifest, write_document
+    from edgeqd.models import describe_model, file_sha256
+    from edgeqd.verify import drop_problems
+
+    settings = run.settings
+    with atomic_dir(run.out, force=run.force) as tmp:
+        for file in run.copies:
+            shutil.copy2(file, tmp / file.name)
+        rows, calibration, reference = _build_artifacts(run, names, model, qat_model, dataset, tmp)
+        problems = [f"{r.format} failed: {r.reason}" for r in rows if r.status == Status.FAILED]
+        problems += drop_problems(rows, reference["accuracy"], settings.verify.max_drop,
+                                  {n for n in names if CONVERTERS[n].quantized})
+        manifest = new_manifest(
+            input_model={"path": str(model_path) if model_path else None,
+                         "sha256": file_sha256(model_path) if model_path else None, **describe_model(model)},
+            data={"name": dataset.name, "train_samples": int(len(dataset.x_train)),
+                  "eval_samples": reference["samples"], "labelled": dataset.y_eval is not None,
+                  "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names),
+                  "normalization": dataset.normalization, "seed": settings.seed},
+            calibration=calibration, keras=reference, artifacts=[r.to_dict() for r in rows],
+            max_drop=settings.verify.max_drop, problems=problems)
+        add_section(manifest, "settings", settings.to_dict())
+        for name, section in run.sections.items():
+            add_section(manifest, name, section)
+        add_section(manifest, "bundle", write_bundle(tmp, manifest))
+        write_document(tmp / MANIFEST_FILE, manifest)
+    return ConvertResult(out=run.out, manifest=manifest, artifacts=rows, problems=problems)
+
+
+def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str | Path,
+            settings: Optional[ConvertSettings] = None, *, teacher: str | Path | Any | None = None,
+            force: bool = False, unsafe_deserialization: bool = False,
+            progress: Optional[ProgressCallback] = None) -> ConvertResult:
+    """Run the pipeline: [distil] → [QAT] → verified TFLite/ONNX artifacts, ``manifest.json`` and the bundle.
 
     Args:
-        model: a ``.keras``/``.h5``/SavedModel path, or a loaded ``tf_keras`` model.
+        model: the float model to convert (``.keras``/``.h5``/SavedModel path or ``tf_keras``
+            model); None when ``settings.distill`` distils a student from ``teacher`` first.
         data: ``fashion-mnist``, an ``.npz``, an image folder, or a loaded Dataset.
         out: the output folder (created atomically).
-        formats: registered converter names; empty means the four defaults.
-        calibration_samples: training samples used to calibrate int8 ranges.
-        max_drop: largest allowed accuracy loss, in points, of an int8 artifact
-            against the float model; a larger loss is recorded as a problem.
-        force: replace an existing ``out``.
-        unsafe_deserialization: allow Lambda layers in the model file.
-        eval_samples: evaluate on the first N held-out samples only (None = all).
-        per_channel: per-channel (True) or per-tensor weight scales.
-        calibration_method: "minmax", "percentile" or "entropy" for ONNX calibration.
-        mode: PTQ (calibrate) or QAT (the model is quantization-aware; ship its ranges).
-        seed: seed of the calibration draw and of any held-out split.
-        extra_manifest: more top-level manifest fields (e.g. QAT or distillation settings).
-        distill_from: a teacher to distil a student from first (distill → convert in one
-            call); ``model`` must then be None. The student is saved in ``out`` as
-            ``student.keras`` with its ``student.distill.json``.
-        student: the student for ``distill_from``: a built-in family or a model path.
-        distill_epochs: most distillation epochs (early stopping may end sooner).
+        settings: formats, calibration, verification budget, and the optional ``distill``
+            and ``qat`` stages (default: PTQ of the four default formats).
+        teacher: the teacher to distil from (with ``settings.distill``) and to learn from in
+            every QAT step (with ``settings.qat``); a path or a ``tf_keras`` model.
+        force: replace an existing ``out`` (never one of the run's inputs).
+        unsafe_deserialization: allow model files whose layers carry code.
         progress: called as ``progress(step, done, total)`` while working.
 
     Returns:
         A :class:`ConvertResult`; call ``raise_for_problems()`` to turn failures into exit 4.
 
     >>> convert("teacher.keras", "fashion-mnist", "out/")  # doctest: +SKIP
+    >>> convert(None, "fashion-mnist", "out/", ConvertSettings(distill=DistillSettings(),
+    ...         qat=QATSettings()), teacher="teacher.keras")  # doctest: +SKIP
     """
-    from edgeqd.converters import DEFAULT_FORMATS
     from edgeqd.atomic import check_output_safe, check_writable, scratch_dir
 
-    names = resolve_formats(list(formats) or list(DEFAULT_FORMATS))
+    settings = settings or ConvertSettings()
+    names = resolve_formats(list(settings.formats))
     out = Path(out)
-    check_output_safe(out, [model, data, distill_from, student])
+    _check_arguments(model, teacher, settings)
+    student_path = settings.distill.student if settings.distill is not None else None
+    check_output_safe(out, [model, data, teacher, student_path])
     check_writable(out, force)
-    if max_drop is not None and not (np.isfinite(max_drop) and max_drop >= 0):  # NaN would turn the gate off
-        raise UsageError(f"--max-drop must be a finite number >= 0 points, got {max_drop}")
-    if eval_samples is not None and eval_samples <= 0:
-        raise UsageError(f"--eval-samples must be positive, got {eval_samples}")
-    if distill_from is not None and distill_epochs <= 0:  # checked here so the error names this option
-        raise UsageError(f"--distill-epochs must be positive, got {distill_epochs}")
     report = progress or (lambda step, done, total: None)
-
     # $TMPDIR/edgeqd-work-PID-XXXX: removed however the run ends; a killed run's is removed by the next.
     with scratch_dir("edgeqd-work") as scratch:
-        return _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
-                        eval_samples, per_channel, calibration_method, mode, seed, dict(extra_manifest or {}),
-                        distill_from, student, distill_epochs, report, scratch)
+        run = _Run(settings, out, force, unsafe_deserialization, report, scratch)
+        teacher_model, teacher_path = (None, None) if teacher is None else \
+            load_keras(teacher, "teacher", unsafe_deserialization)
+        if settings.distill is not None:
+            model, model_path = _distil_stage(run, teacher_model, data), None
+        else:
+            report("loading model and data", 0, len(names) + 2)
+            model, model_path = load_keras(model, "model", unsafe_deserialization)
+        from edgeqd.data import load_for_model
 
+        dataset = load_for_model(model, data, seed=settings.seed)
+        qat_model = None
+        if settings.qat is not None:
+            from edgeqd.quantization.qat import train_qat
 
-def _convert(model, data, out, names, calibration_samples, max_drop, force, unsafe_deserialization,
-             eval_samples, per_channel, calibration_method, mode, seed, extra_manifest, distill_from,
-             student, distill_epochs, report, scratch: Path) -> ConvertResult:
-    """The body of :func:`convert` once its arguments are checked; ``scratch`` is removed by the caller."""
-    from edgeqd.bundle import write_bundle
-    from edgeqd.converters import ConversionContext
-    from edgeqd.models import describe_model, file_sha256, load_model
-    from edgeqd.atomic import atomic_dir
-
-    total = len(names) + 2
-    student_files: list[Path] = []
-    if distill_from is not None:
-        if model is not None:
-            raise UsageError("give either MODEL or --distill-from TEACHER (with --student), not both")
-        from edgeqd.distillation import distill_for_convert
-
-        report(f"distilling a {student} student (up to {distill_epochs} epochs)", 0, total)
-        distilled = distill_for_convert(distill_from, data, student, scratch / "student.keras",
-                                        epochs=distill_epochs, seed=seed,
-                                        unsafe_deserialization=unsafe_deserialization, progress=False)
-        model = distilled.student
-        student_files = [Path(p) for p in (distilled.student_path, distilled.report_path) if p]
-        # The student is copied into the output folder: point the manifest at those copies.
-        extra_manifest["distillation"] = {**distilled.to_dict(), "student_path": student_files[0].name,
-                                          "report_path": student_files[1].name if len(student_files) > 1 else None}
-    elif model is None:
-        raise UsageError("give MODEL, or --distill-from TEACHER to distil a student first")
-
-    report("loading model and data", 0, total)
-    model_path = None
-    if isinstance(model, (str, Path)):
-        model_path = Path(model)
-        model = load_model(model_path, unsafe_deserialization=unsafe_deserialization)
-    dataset = load_for_model(model, data, seed=seed)
-    calibration = calibration_subset(dataset, calibration_samples, seed)
-    x_eval = dataset.x_eval[:eval_samples]
-    labels = None if dataset.y_eval is None else dataset.y_eval[:eval_samples]
-
-    report("evaluating the Keras model", 1, total)
-    reference = model.predict(x_eval, batch_size=256, verbose=0).astype(np.float32)
-    keras_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
-
-    results: list[ArtifactResult] = []
-    with atomic_dir(out, force=force) as tmp:
-        for file in student_files:
-            shutil.copy2(file, tmp / file.name)
-        context = ConversionContext(model=model, calibration=calibration, workdir=scratch, mode=mode,
-                                    per_channel=per_channel, calibration_method=calibration_method,
-                                    metadata=artifact_metadata(model, dataset))
-        for done, name in enumerate(names, start=2):
-            interrupts.check()  # a stage boundary: an interrupt a converter swallowed ends the run here
-            report(f"converting {name}", done, total)
-            results.append(_build_one(name, context, tmp, x_eval, reference, labels, keras_accuracy))
-
-        problems = [f"{r.format} failed: {r.reason}" for r in results if r.status == Status.FAILED]
-        from edgeqd.converters import CONVERTERS
-
-        for r in results:
-            if (max_drop is not None and r.status == Status.OK and CONVERTERS[r.format].quantized
-                    and r.accuracy_drop_pts is not None and r.accuracy_drop_pts > max_drop):
-                problems.append(f"{r.file} top-1 {r.evaluation.accuracy:.4f} vs float {keras_accuracy:.4f}: "
-                                f"drop {r.accuracy_drop_pts:.2f} pts > --max-drop {max_drop}")
-        manifest = {
-            "edgeqd_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "libraries": library_versions(),
-            "input_model": {"path": str(model_path) if model_path else None,
-                            "sha256": file_sha256(model_path) if model_path else None,
-                            **describe_model(model)},
-            "data": {"name": dataset.name, "train_samples": int(len(dataset.x_train)),
-                     "eval_samples": int(len(x_eval)), "labelled": labels is not None,
-                     "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names),
-                     "normalization": dataset.normalization, "seed": seed},
-            "calibration": {"samples": int(len(calibration)), "seed": seed, "source": "training split",
-                            "mode": mode.value, "per_channel": per_channel,
-                            "onnx_method": calibration_method},
-            "keras": {"accuracy": keras_accuracy, "samples": int(len(x_eval))},
-            "artifacts": [r.to_dict() for r in results],
-            "max_drop": max_drop,
-            "problems": problems,
-            **extra_manifest,
-        }
-        manifest["bundle"] = write_bundle(tmp, manifest)
-        from edgeqd.strict_json import dumps
-
-        (tmp / MANIFEST).write_text(dumps(manifest, MANIFEST, indent=2) + "\n")
-    report("done", total, total)
-    return ConvertResult(out=out, manifest=manifest, artifacts=results, problems=problems)
+            interrupts.check()
+            outcome = train_qat(model, dataset, settings.qat, teacher=teacher_model,
+                                teacher_name=str(teacher_path or getattr(teacher_model, "name", "")) or None,
+                                per_channel=settings.calibration.per_channel, seed=settings.seed,
+                                eval_samples=settings.verify.eval_samples, progress=report)
+            qat_model = outcome.model
+            run.sections["quantize"] = outcome.section
+        interrupts.check()
+        result = _write_outputs(run, model, model_path, dataset, names, qat_model)
+    report("done", 1, 1)
+    return result

@@ -57,22 +57,35 @@ def setting(default: Any, option: str, help: str, *, minimum: Optional[float] = 
     return field(default=default, metadata=metadata)
 
 
+def _bounds(meta: dict) -> str:
+    """The allowed range in words: ``> 0``, ``>= 1``, ``within [0, 1]`` (empty when unbounded)."""
+    open_low = meta["above"] is not None
+    low = meta["above"] if open_low else meta["minimum"]
+    high = meta["maximum"]
+    if low is not None and high is not None:
+        return f"within {'(' if open_low else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f"{'>' if open_low else '>='} {low:g}"
+    return f"<= {high:g}" if high is not None else ""
+
+
 def _check_number(name: str, value: Any, meta: dict) -> None:
     option = meta["option"]
     kind = meta["kind"]
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise UsageError(f"{option} must be an integer, got {value!r}")
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{option} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise UsageError(f"{option} must be a finite number, got {value}")
-    if meta["minimum"] is not None and value < meta["minimum"]:
-        raise UsageError(f"{option} must be >= {meta['minimum']:g}, got {value}")
-    if meta["above"] is not None and value <= meta["above"]:
-        raise UsageError(f"{option} must be > {meta['above']:g}, got {value}")
-    if meta["maximum"] is not None and value > meta["maximum"]:
-        raise UsageError(f"{option} must be <= {meta['maximum']:g}, got {value}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UsageError(f"{option} must be a number, got {value!r}")
+    # NaN fails every comparison, so it is never "in bounds".
+    fits = (math.isfinite(value) and (meta["minimum"] is None or value >= meta["minimum"])
+            and (meta["above"] is None or value > meta["above"])
+            and (meta["maximum"] is None or value <= meta["maximum"]))
+    if fits:
+        return
+    bounds = _bounds(meta)
+    if kind is float and not bounds.startswith("within"):  # "--temperature must be a finite number > 0, got nan"
+        raise UsageError(f"{option} must be a finite number{' ' + bounds if bounds else ''}, got {value}")
+    raise UsageError(f"{option} must be {bounds}, got {value}")
 
 
 class Settings:

@@ -78,6 +78,7 @@ def small_model_path(fashion, tmp_path_factory) -> Path:
 def converted(small_model_path, small_npz, tmp_path_factory):
     """One real `convert` run of the tiny CNN into the four default formats."""
     from edgeqd.pipeline import convert
+    from edgeqd.settings import CalibrationSettings, ConvertSettings
 
     out = tmp_path_factory.mktemp("convert") / "out"
-    return convert(small_model_path, small_npz, out, calibration_samples=100)
+    return convert(small_model_path, small_npz, out, ConvertSettings(calibration=CalibrationSettings(samples=100)))

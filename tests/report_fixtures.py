@@ -66,8 +66,11 @@ def tiny_run() -> dict[str, Any]:
     from edgeqd.converters import CONVERTERS
 
     # Every registered format: inspect must describe whatever convert can produce.
-    result = convert(model, tiny_dataset(), root / "run", formats=sorted(CONVERTERS), calibration_samples=32,
-                     eval_samples=64)
+    from edgeqd.settings import CalibrationSettings, ConvertSettings, VerifySettings
+
+    settings = ConvertSettings(formats=tuple(sorted(CONVERTERS)), calibration=CalibrationSettings(samples=32),
+                               verify=VerifySettings(eval_samples=64))
+    result = convert(model, tiny_dataset(), root / "run", settings)
     result.raise_for_problems()
     # Dynamic-range (weights-only) TFLite: int8 weights, float activations and I/O.
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

@@ -98,8 +98,6 @@ CASES = {
                     r"1500 sample\(s\) of x contain NaN or inf \(first: x\[0\]"),
     "empty data": (lambda t, m, d, b: [m, "--data", b(x=np.zeros((0, 28, 28, 1), np.float32), y=np.zeros(0, int))],
                    3, r"training split is empty \(0 samples\)"),
-    "too few calibration samples": (lambda t, m, d, b: [m, "--data", d, "--calibration-samples", 5000], 3,
-                                    r"asked for 5000 calibration samples but .* only 1500"),
     "unknown format": (lambda t, m, d, b: [m, "--data", d, "--formats", "tflite-int8,coreml"], 2,
                        r"unknown format\(s\) coreml; choose from"),
     "missing data": (lambda t, m, d, b: [m, "--data", t / "none.npz"], 3, r"data not found"),
@@ -222,3 +220,13 @@ def test_click_usage_errors_are_one_error_line(args):
 def test_bare_command_prints_help_and_succeeds():
     result = run()
     assert result.exit_code == 0 and "Usage:" in result.output and "Commands:" in result.output
+
+
+def test_more_calibration_samples_than_data_calibrates_on_all_with_a_note(tmp_path, small_model_path, small_npz):
+    out = tmp_path / "out"
+    result = run("convert", small_model_path, "--data", small_npz, "--out", out, "--formats", "tflite-int8",
+                 "--calibration-samples", 5000)
+    assert result.exit_code == 0, result.output
+    assert "note: calibrated on all 1500 training samples (5000 asked for)" in result.output
+    calibration = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert calibration["samples"] == 1500 and "5000 asked for" in calibration["note"]

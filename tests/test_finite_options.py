@@ -95,15 +95,12 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize("value", [NAN, INF, -INF])
-def test_library_convert_and_quantize_refuse_non_finite_max_drop(tmp_path, value):
-    from edgeqd.pipeline import convert
-    from edgeqd.quantization import quantize
+def test_library_settings_refuse_non_finite_max_drop(value):
+    """The Python API builds the same settings objects as the CLI: they refuse NaN and infinities."""
+    from edgeqd.settings import VerifySettings
 
     with pytest.raises(UsageError, match="--max-drop must be a finite number"):
-        convert(tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "out", max_drop=value)
-    with pytest.raises(UsageError, match="--max-drop must be a finite number"):
-        quantize(tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "out2", mode="ptq", max_drop=value)
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+        VerifySettings(max_drop=value)
 
 
 @pytest.mark.parametrize("kwargs, words", [

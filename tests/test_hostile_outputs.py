@@ -155,7 +155,7 @@ def test_python_api_refuses_overlaps_too(inputs):
 
     before = snapshot(inputs.parent)
     calls = [lambda: convert(inputs / "m.keras", str(inputs / "d.npz"), inputs, force=True),
-             lambda: quantize(inputs / "m.keras", str(inputs / "d.npz"), inputs, mode="ptq", force=True),
+             lambda: quantize(inputs / "m.keras", str(inputs / "d.npz"), inputs, force=True),
              lambda: distill(inputs / "t.keras", str(inputs / "d.npz"), out=inputs / "t.keras", force=True),
              lambda: write_report([inputs / "run"], inputs / "run" / "manifest.json", force=True),
              lambda: convert(inputs / "m.keras", str(inputs / "d.npz"), ".", force=True)]

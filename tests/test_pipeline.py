@@ -7,9 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from edgeqd.errors import DataError, UsageError
-from edgeqd.pipeline import calibration_subset, convert, resolve_formats
+from edgeqd.data import calibration_subset
+from edgeqd.errors import UsageError
+from edgeqd.pipeline import convert, resolve_formats
+from edgeqd.settings import CalibrationSettings, ConvertSettings, VerifySettings
 from edgeqd.types import Status
+
+
+def settings(formats, samples=200, max_drop=None):
+    """Settings for a run of ``formats`` calibrated on ``samples`` samples."""
+    return ConvertSettings(formats=tuple(formats), calibration=CalibrationSettings(samples=samples),
+                           verify=VerifySettings(max_drop=max_drop))
 
 
 def test_every_default_artifact_converts_and_verifies(converted):
@@ -100,7 +108,7 @@ def test_onnx_artifacts_carry_metadata(converted):
 def test_existing_output_is_kept_without_force(converted, small_model_path, small_npz):
     before = (converted.out / "manifest.json").read_text()
     with pytest.raises(UsageError, match="--force"):
-        convert(small_model_path, small_npz, converted.out, formats=["tflite-fp32"])
+        convert(small_model_path, small_npz, converted.out, settings(["tflite-fp32"]))
     assert (converted.out / "manifest.json").read_text() == before
 
 
@@ -108,8 +116,7 @@ def test_force_replaces_the_output_atomically(small_model_path, small_npz, tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    result = convert(small_model_path, small_npz, out, formats=["tflite-fp32"], force=True,
-                     calibration_samples=10)
+    result = convert(small_model_path, small_npz, out, settings(["tflite-fp32"], samples=10), force=True)
     names = {p.name for p in out.iterdir()}
     assert "stale.txt" not in names and {"manifest.json", "model_fp32.tflite"} <= names
     assert result.problems == []
@@ -122,8 +129,7 @@ def test_max_drop_flags_an_int8_model_that_loses_accuracy(small_model_path, fash
     data = tmp_path / "dark_calibration.npz"
     np.savez(data, x=fashion.x_train[:300] * 0.01, y=fashion.y_train[:300],
              x_val=fashion.x_eval[:300], y_val=fashion.y_eval[:300])
-    result = convert(small_model_path, data, tmp_path / "out", formats=["tflite-int8"],
-                     calibration_samples=100, max_drop=1.0)
+    result = convert(small_model_path, data, tmp_path / "out", settings(["tflite-int8"], samples=100, max_drop=1.0))
     row = result.artifacts[0]
     assert row.accuracy_drop_pts > 1.0
     assert len(result.problems) == 1 and "> --max-drop 1.0" in result.problems[0]
@@ -131,12 +137,12 @@ def test_max_drop_flags_an_int8_model_that_loses_accuracy(small_model_path, fash
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["problems"] == result.problems
 
 
-def test_calibration_subset_is_seeded_and_bounded(fashion):
-    a = calibration_subset(fashion, 50, seed=1)
-    assert np.array_equal(a, calibration_subset(fashion, 50, seed=1))
-    assert not np.array_equal(a, calibration_subset(fashion, 50, seed=2))
-    with pytest.raises(DataError, match="asked for 70000 calibration samples but fashion-mnist has only 60000"):
-        calibration_subset(fashion, 70000)
+def test_calibration_subset_is_seeded_and_takes_all_samples_when_fewer(fashion):
+    a, note = calibration_subset(fashion, 50, seed=1)
+    assert note is None and np.array_equal(a, calibration_subset(fashion, 50, seed=1)[0])
+    assert not np.array_equal(a, calibration_subset(fashion, 50, seed=2)[0])
+    everything, note = calibration_subset(fashion, 70000)
+    assert len(everything) == 60000 and note == "calibrated on all 60000 training samples (70000 asked for)"
 
 
 def test_unknown_format_names_the_valid_ones():
@@ -152,8 +158,7 @@ def test_lstm_model_converts_with_stateless_parity_and_an_integration_note(tmp_p
     x = rng.random((300, 12, 4), dtype=np.float32)
     np.savez(tmp_path / "seq.npz", x=x, y=x.mean(axis=1).argmax(axis=1))
     model = keras.Sequential([keras.Input((12, 4)), keras.layers.LSTM(8), keras.layers.Dense(4)])
-    result = convert(model, tmp_path / "seq.npz", tmp_path / "out", formats=["tflite-fp32", "tflite-int8"],
-                     calibration_samples=50)
+    result = convert(model, tmp_path / "seq.npz", tmp_path / "out", settings(["tflite-fp32", "tflite-int8"], 50))
     artifacts = {a["format"]: a for a in result.manifest["artifacts"]}
     assert all(a["status"] == "ok" for a in artifacts.values()), artifacts
     # 60 held-out sequences one after another through a stateful fused kernel: still Keras' answers.

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeqd.cli import cli
+from edgeqd.settings import ConvertSettings, QATSettings
 from test_rewrite import conv1d_model, conv_relu_bn_model, mini_xception_model
 
 N_TRAIN, N_EVAL = 400, 200
@@ -104,7 +105,7 @@ def test_convert_mode_qat_succeeds_and_reports_what_stayed_float(name, models, t
     assert manifest["calibration"]["mode"] == "qat"
     assert {a["format"]: a["status"] for a in manifest["artifacts"]} == {"tflite-int8": "ok", "onnx-int8": "ok"}
     parity = manifest["parity"]
-    assert set(parity["accuracy"]) == {"keras-fake-quant", "tflite-int8", "onnx-int8"}
+    assert set(parity["accuracy"]) == {"keras", "keras-fake-quant", "tflite-int8", "onnx-int8"}
     assert parity["agreement"]["keras-fake-quant vs tflite-int8"] >= MIN_AGREEMENT
     # The ONNX model is translated from the QAT TFLite: same integers, same input grid.
     assert parity["agreement"]["tflite-int8 vs onnx-int8"] >= 0.99
@@ -128,8 +129,8 @@ def test_joint_qat_with_teacher_and_feature_kd(models, small_model_path, images_
     # Penultimate features: the teacher's flattened map and the student's pooled one (a projection maps them).
     teacher_pool = teacher.layers[-2].name
     student_pool = next(l.name for l in student.layers if isinstance(l, keras.layers.GlobalAveragePooling2D))
-    result = quantize(student, images_npz, tmp_path / "out", teacher=teacher, schedule="joint", epochs=1,
-                      features=[f"{teacher_pool}:{student_pool}"], seed=1)
+    qat = QATSettings(schedule="joint", epochs=1, features=(f"{teacher_pool}:{student_pool}",))
+    result = quantize(student, images_npz, tmp_path / "out", ConvertSettings(qat=qat, seed=1), teacher=teacher)
     section = result.manifest["quantize"]
     assert section["schedule"] == "joint" and section["features"] == [f"{teacher_pool}:{student_pool}"]
     assert section["teacher_accuracy"] is not None and section["float_accuracy"] is not None
@@ -145,8 +146,9 @@ def test_joint_qat_with_teacher_and_feature_kd(models, small_model_path, images_
 def test_two_phase_distils_in_float_then_qat_on_labels(models, small_model_path, images_npz, tmp_path):
     from edgeqd.quantization import quantize
 
-    result = quantize(models["conv-relu-bn"][0], images_npz, tmp_path / "out", teacher=small_model_path,
-                      schedule="two-phase", epochs=1, train_samples=200)
+    qat = QATSettings(schedule="two-phase", epochs=1, train_samples=200)
+    result = quantize(models["conv-relu-bn"][0], images_npz, tmp_path / "out", ConvertSettings(qat=qat),
+                      teacher=small_model_path)
     section = result.manifest["quantize"]
     assert section["schedule"] == "two-phase" and section["train_samples"] == 200
     assert [h["phase"] for h in section["history"]] == ["float distillation", "qat"]
@@ -165,20 +167,20 @@ def test_ptq_per_tensor_with_entropy_calibration(models, tmp_path):
     assert details["onnx-int8"]["calibration_method"] == "entropy"
     assert not details["tflite-int8"]["per_channel"] and not details["onnx-int8"]["per_channel"]
     assert manifest["calibration"]["samples"] == 50
-    assert set(manifest["parity"]["accuracy"]) == {"keras-float", "tflite-int8", "onnx-int8"}
+    assert set(manifest["parity"]["accuracy"]) == {"keras", "tflite-int8", "onnx-int8"}
 
 
-def test_max_drop_applies_to_int8_artifacts_against_the_float_model():
-    from edgeqd.quantization import _drop_problems
+def test_max_drop_applies_to_quantized_artifacts_against_the_float_model():
+    from edgeqd.types import ArtifactResult, Evaluation, Status
+    from edgeqd.verify import drop_problems
 
-    manifest = {"artifacts": [
-        {"format": "tflite-int8", "file": "model_int8.tflite", "status": "ok", "dtype": "int8",
-         "evaluation": {"accuracy": 0.80}},
-        {"format": "onnx-int8", "file": "model_int8.onnx", "status": "ok", "dtype": "int8",
-         "evaluation": {"accuracy": 0.845}},
-        {"format": "tflite-fp32", "file": "model_fp32.tflite", "status": "ok", "dtype": "float32",
-         "evaluation": {"accuracy": 0.10}}]}
-    problems = _drop_problems(manifest, 0.85, 1.0)
+    def row(name, file, accuracy):
+        return ArtifactResult(name, file, "tflite", Status.OK, evaluation=Evaluation(200, accuracy, 0.9, 0.1),
+                              accuracy_drop_pts=round(100 * (0.85 - accuracy), 3))
+
+    rows = [row("tflite-int8", "model_int8.tflite", 0.80), row("onnx-int8", "model_int8.onnx", 0.845),
+            row("tflite-fp32", "model_fp32.tflite", 0.10)]
+    problems = drop_problems(rows, 0.85, 1.0, {"tflite-int8", "onnx-int8"})
     assert problems == ["model_int8.tflite top-1 0.8000 vs float 0.8500: drop 5.00 pts > --max-drop 1.0"]
 
 
@@ -219,7 +221,7 @@ def unlabelled_npz(fashion, tmp_path_factory) -> Path:
 def _bad(case, models, weightless_model, five_class_teacher, unlabelled_npz):
     model_path, data = models["conv-relu-bn"]
     return {
-        "epochs-zero": ((model_path, "--data", data, "--epochs", 0), 2, "--epochs must be a positive integer for quantization-aware training, got 0"),
+        "epochs-zero": ((model_path, "--data", data, "--epochs", 0), 2, "--epochs must be >= 1, got 0"),
         "no-trainable-weights": ((weightless_model[0], "--data", weightless_model[1]), 3,
                                  "has no trainable weights"),
         "unlabelled-no-teacher": ((model_path, "--data", unlabelled_npz), 3,
@@ -227,7 +229,7 @@ def _bad(case, models, weightless_model, five_class_teacher, unlabelled_npz):
         "teacher-mismatch": ((model_path, "--data", data, "--teacher", five_class_teacher), 3,
                              "the teacher has 5 outputs but the student 10"),
         "teacher-with-ptq": ((model_path, "--data", data, "--mode", "ptq", "--teacher", five_class_teacher), 2,
-                             "--teacher and --feature apply to --mode qat"),
+                             "--teacher applies to quantization-aware training (--mode qat)"),
         "bad-feature-pair": ((model_path, "--data", data, "--teacher", five_class_teacher, "--feature", "nocolon"),
                              2, "write it as teacher_layer:student_layer"),
     }[case]

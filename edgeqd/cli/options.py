@@ -76,10 +76,12 @@ def settings_option(settings_class: type, name: str, option: Optional[str] = Non
     if meta["choices"]:
         kwargs["type"] = click.Choice(list(meta["choices"]))
     elif meta["kind"] is float:
-        low = meta["above"] if meta["above"] is not None else meta["minimum"]
-        kwargs["type"] = FiniteFloat(min=low, max=meta["maximum"], min_open=meta["above"] is not None)
+        # Bounds are checked by the settings dataclass (build_settings), not by click, so that
+        # the CLI and the Python API refuse a value with the same message ("--temperature must
+        # be a finite number > 0, got 0.0"); click only refuses what is not a (finite) number.
+        kwargs["type"] = FiniteFloat()
     elif meta["kind"] is int:
-        kwargs["type"] = click.IntRange(min=meta["minimum"], max=meta["maximum"])
+        kwargs["type"] = click.INT
     return click.option(*names, _dest(settings_class, name), default=default,
                         show_default=default is not None, **kwargs)
 

@@ -17,13 +17,12 @@ def _size(n: int) -> str:
 
 
 def reference_label(manifest: dict[str, Any]) -> str:
-    """Name of the Keras model the artifacts were compared with: the float one, or QAT's fake-quant one.
+    """Name of the model every artifact was compared with: the float model the stages started from.
 
     Args:
         manifest: the content of ``manifest.json``.
     """
-    qat = manifest.get("calibration", {}).get("mode") == "qat"
-    return "Keras (QAT fake-quant)" if qat else "Keras (float)"
+    return "Keras (float student)" if manifest.get("distillation") else "Keras (float)"
 
 
 def convert_table(manifest: dict[str, Any]) -> Table:
@@ -54,3 +53,31 @@ def convert_table(manifest: dict[str, Any]) -> Table:
         table.add_row(escape(a["file"]), a["dtype"], io, _size(a["bytes"]), ratio, _pct(ev["accuracy"]), drop,
                       _pct(ev["agreement"]), f"{ev['mean_abs_diff']:.4f}", "[green]ok[/green]")
     return table
+
+
+def parity_table(manifest: dict[str, Any]):
+    """The parity table: the float Keras model, the fake-quant model and every artifact on the same samples.
+
+    Args:
+        manifest: a manifest with a ``parity`` section.
+    """
+    from rich.table import Table
+
+    parity = manifest["parity"]
+    float_accuracy = (manifest.get("keras") or {}).get("accuracy")
+    table = Table(title=f"parity on {parity['samples']} held-out samples (float model: {_pct(float_accuracy)})")
+    names = list(parity["accuracy"])
+    for column, justify in (("model", "left"), ("top-1", "right"), ("Δ vs float pts", "right"),
+                            *((f"agrees with {n}", "right") for n in names)):
+        table.add_column(column, justify=justify)
+    for name in names:
+        accuracy = parity["accuracy"][name]
+        drop = "—" if accuracy is None or float_accuracy is None else f"{100 * (accuracy - float_accuracy):+.2f}"
+        cells = []
+        for other in names:
+            key = f"{name} vs {other}" if f"{name} vs {other}" in parity["agreement"] else f"{other} vs {name}"
+            cells.append("" if other == name else _pct(parity["agreement"].get(key)))
+        table.add_row(name, _pct(accuracy), drop, *cells)
+    return table
+
+

@@ -326,3 +326,56 @@ def with_class_names(dataset: Dataset, num_classes: int) -> Dataset:
     if dataset.class_names:
         return dataset
     return dataclasses.replace(dataset, class_names=tuple(f"class_{i}" for i in range(num_classes)))
+
+
+def load_for_model(model, data: str | os.PathLike | Dataset, seed: int = 0) -> Dataset:
+    """The one data loader of every stage: load ``--data`` as ``model`` needs it and check that it fits.
+
+    Image folders are resized to the model's input size and decoded with its channel
+    count; labels are checked against its outputs; unnamed classes get ``class_0 …``.
+
+    Args:
+        model: the Keras model the data is for.
+        data: a dataset spec for :func:`load_dataset`, or a loaded :class:`Dataset`.
+        seed: seed of the held-out split when the data has none.
+
+    >>> load_for_model(model, "fashion-mnist").input_shape  # doctest: +SKIP
+    (28, 28, 1)
+    """
+    from edgeqd.models import model_signature
+
+    input_shape, num_classes = model_signature(model)
+    if isinstance(data, Dataset):
+        validate_dataset(data)
+        dataset = data
+    else:
+        image_size = tuple(input_shape[:2]) if len(input_shape) == 3 and None not in input_shape[:2] else None
+        channels = int(input_shape[-1]) if len(input_shape) == 3 and input_shape[-1] in (1, 3, 4) else 3
+        dataset = load_dataset(data, image_size=image_size, channels=channels, seed=seed)
+    check_fits_model(dataset, input_shape, num_classes)
+    return with_class_names(dataset, num_classes)  # labels.txt needs a name per output
+
+
+def calibration_subset(dataset: Dataset, samples: int, seed: int = 0) -> tuple[np.ndarray, Optional[str]]:
+    """``samples`` training inputs drawn with ``seed`` for calibration, or all of them (with a note) when fewer.
+
+    Args:
+        dataset: the data.
+        samples: how many to draw.
+        seed: seed of the draw.
+
+    Returns:
+        The samples, and a note when fewer than asked were available (else None).
+
+    >>> d = Dataset("d", np.arange(10, dtype="f4")[:, None], None, np.zeros((2, 1), "f4"), None)
+    >>> x, note = calibration_subset(d, 4, seed=1); x.shape, note
+    ((4, 1), None)
+    >>> calibration_subset(d, 50)[1]
+    'calibrated on all 10 training samples (50 asked for)'
+    """
+    available = len(dataset.x_train)
+    if samples >= available:
+        note = None if samples == available else f"calibrated on all {available} training samples ({samples} asked for)"
+        return dataset.x_train, note
+    order = np.random.default_rng(seed).permutation(available)[:samples]
+    return dataset.x_train[np.sort(order)], None
