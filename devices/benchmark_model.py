@@ -74,8 +74,8 @@ def parse_benchmark_model_output(text: str) -> dict:
     >>> parse_benchmark_model_output(
     ...     "INFO: count=50 first=8471 curr=8402 min=8107 max=9224 avg=8428.27 std=141\\n"
     ...     "INFO: Inference timings in us: Init: 4063, First inference: 38291, "
-    ...     "Warmup (avg): 9848.08, Inference (avg): 8428.27")["timings_ms"]["mean"]
-    8.42827
+    ...     "Warmup (avg): 9848.08, Inference (avg): 8428.27")["timings_ms"]["mean"]  # doctest: +ELLIPSIS
+    8.4282...
     """
     counts = []
     summary = memory = peak = size = threads = xnnpack = None
