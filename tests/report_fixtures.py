@@ -79,3 +79,9 @@ def tiny_run() -> dict[str, Any]:
     dynamic.write_bytes(converter.convert())
     _CACHE.update({"dir": root / "run", "manifest": result.manifest, "dynamic": dynamic, "root": root})
     return _CACHE
+
+
+def artifact_path(run: dict[str, Any], fmt: str) -> Path:
+    """The file of format ``fmt`` (e.g. "tflite-int8") in a :func:`tiny_run`."""
+    entry = next(a for a in run["manifest"]["artifacts"] if a["format"] == fmt)
+    return run["dir"] / entry["file"]

@@ -8,11 +8,13 @@ the training data used, the labels, and the operators TensorFlow Lite Micro must
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from edgeqd import __version__
+from edgeqd.bundle.c_array import C_HEADER, micro_op_resolver_calls
 from edgeqd.devices.runner import STATEFUL_OPS
 
+INTEGRATION_FILE = "INTEGRATION.md"
 LITERT_ANDROID = "com.google.ai.edge.litert:litert:1.4.1"  # the Interpreter API artifact (CPU)
 ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android"
 
@@ -221,8 +223,6 @@ Without C++: `pip install ai-edge-litert` on the Pi (64-bit Raspberry Pi OS) and
 
 
 def _micro(inp: dict, out: dict, operators: list[str], arena: int, size: int, normalization: dict) -> str:
-    from edgeqd.bundle import micro_op_resolver_calls
-
     calls = micro_op_resolver_calls(operators)
     registrations = "\n".join(f"  resolver.{c};" for c in calls)
     n_in = _elements(inp["shape"])
@@ -379,7 +379,7 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
         lines += ["## Android (Kotlin, LiteRT)", "", _kotlin(file, inp, out, normalization, classes), "",
                   "## Linux / Raspberry Pi (C++, LiteRT)", "", _cpp(file, inp, out, normalization, classes), ""]
     micro = described.get("tflite-int8")
-    if micro is not None and "model_data.h" in bundle_files:
+    if micro is not None and C_HEADER in bundle_files:
         ops = [row["type"] for row in micro["operators"]]
         arena = micro.get("activations", {}).get("bytes", 0)
         arena = int(math.ceil(max(arena, 1024) / 1024.0) * 1024)
