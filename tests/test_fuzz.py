@@ -1,10 +1,9 @@
-"""Bounded fuzz loops (issue 10): mutated artifacts and archives give typed errors, never a crash.
+"""Bounded fuzz loops (issue 10): mutated and crafted .npz archives give DataError, never a crash.
 
 Each loop has a fixed seed and a fixed count (200) so a failure replays exactly; the
-failing iteration and its mutation are in the assertion message. Mutations: flipped
-bytes, truncation, inserted and deleted runs, and 32-bit words set to extremes (the
-offsets and lengths flatbuffers, protobuf and zip headers are built from); a share of
-them aims at the file's tail, where a ``.tflite`` keeps its packed labels zip.
+failing iteration and its mutation are in the assertion message. The mutations are in
+tests/fuzz_helpers.py; the loops over ``edgeqd inspect`` are in
+tests/artifact_info/test_artifact_info_fuzz.py.
 """
 
 from __future__ import annotations
@@ -18,92 +17,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from fuzz_helpers import ITERATIONS, SECONDS, mutate
 
-from edgeqd.cli import cli
 from edgeqd.data import load_dataset
 from edgeqd.errors import DataError
 from edgeqd.data.npz import read_npz
-
-ITERATIONS = 200
-SECONDS = 10  # each loop must stay well inside this on the 2-core CI machines
-
-
-def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
-    """One random mutation of ``data`` and a short description of it."""
-    b = bytearray(data)
-    if rng.random() < 0.3 and len(b) > 64:  # the tail: a .tflite's labels zip, a zip's central directory
-        cut = len(b) - min(len(b) // 2, 400)
-        tail, what = mutate(bytes(b[cut:]), rng)
-        return bytes(b[:cut]) + tail, f"tail {cut}: {what}"
-    kind = rng.randrange(5)
-    if kind == 0:
-        positions = [rng.randrange(len(b)) for _ in range(rng.randint(1, 8))]
-        for pos in positions:
-            b[pos] = rng.randrange(256)
-        return bytes(b), f"bytes set at {positions}"
-    if kind == 1:
-        keep = rng.randrange(len(b))
-        return bytes(b[:keep]), f"truncated to {keep}"
-    if kind == 2:
-        pos = rng.randrange(len(b) + 1)
-        b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-        return bytes(b), f"inserted at {pos}"
-    if kind == 3:
-        pos, n = rng.randrange(len(b)), rng.randint(1, 64)
-        del b[pos:pos + n]
-        return bytes(b), f"deleted {n} at {pos}"
-    pos = rng.randrange(max(len(b) - 4, 1))
-    word = rng.choice([b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\x00\x00\x00\x00",
-                       rng.randrange(1 << 32).to_bytes(4, "little")])
-    b[pos:pos + 4] = word
-    return bytes(b), f"word {word.hex()} at {pos}"
-
-
-# --------------------------------------------------------------------------- inspect
-
-@pytest.mark.parametrize("artifact, seed", [("model_int8.tflite", 1), ("model_fp32.tflite", 2),
-                                            ("model_int8.onnx", 3), ("model_fp32.onnx", 4)])
-def test_inspect_fuzz_only_typed_errors(tmp_path, converted, artifact, seed):
-    """`edgeqd inspect` (parse, then the terminal tables) on mutated real artifacts: exit 0 or 3, nothing else."""
-    source = (converted.out / artifact).read_bytes()
-    target = tmp_path / artifact
-    rng = random.Random(seed)
-    codes: Counter = Counter()
-    started = time.perf_counter()
-    for i in range(ITERATIONS):
-        data, what = mutate(source, rng)
-        target.write_bytes(data)
-        result = CliRunner().invoke(cli, ["inspect", str(target)])
-        codes[result.exit_code] += 1
-        assert result.exit_code in (0, 3) and (result.exception is None or isinstance(result.exception, SystemExit)), \
-            f"iteration {i} ({what}): exit {result.exit_code}, {result.exception!r}\n{result.output[-800:]}"
-        if result.exit_code == 3:
-            assert result.output.startswith("error: ") and "Traceback" not in result.output
-    elapsed = time.perf_counter() - started
-    assert elapsed < SECONDS * 3, f"{ITERATIONS} iterations took {elapsed:.1f} s"  # generous: shared CPUs
-    # The loop reached both outcomes: mutations the parsers refuse and ones they accept (weights, names).
-    assert codes[3] >= ITERATIONS // 10 and codes[0] >= 1, codes
-
-
-def test_inspect_shows_names_from_the_file_as_text(tmp_path):
-    """Names in an ONNX file that look like rich markup, or are not UTF-8, are shown, not interpreted."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["[/]in"], ["[bold]out"])], "g",
-                              [helper.make_tensor_value_info("[/]in", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("[bold]out", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.metadata_props.add(key="note", value="[/red]")
-    raw = model.SerializeToString()
-    path = tmp_path / "m.onnx"
-    path.write_bytes(raw.replace(b"note", b"n\xffte"))  # a metadata key that is not UTF-8
-    onnx.load_model_from_string(raw)  # the unmodified model is valid
-    result = CliRunner().invoke(cli, ["inspect", str(path)])
-    assert result.exit_code == 0, (result.exception, result.output)
-    assert "[/]in" in result.output and "[bold]out" in result.output and "[/red]" in result.output
-    assert "n\ufffdte" in result.output
 
 
 # --------------------------------------------------------------------------- npz

@@ -56,13 +56,15 @@ def cli() -> None:
 
 
 # Each command (family) lives in its own module and registers itself on the group.
+from edgeqd.cli import bench as _bench  # noqa: E402
 from edgeqd.cli import convert as _convert  # noqa: E402
 from edgeqd.cli import data as _data  # noqa: E402
 from edgeqd.cli import devices as _devices  # noqa: E402
 from edgeqd.cli import distill as _distill  # noqa: E402
+from edgeqd.cli import inspect as _inspect  # noqa: E402
 from edgeqd.cli import report as _report  # noqa: E402
 
-for _module in (_convert, _data, _devices, _distill, _report):
+for _module in (_bench, _convert, _data, _devices, _distill, _inspect, _report):
     _module.register(cli)
 
 

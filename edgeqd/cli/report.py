@@ -1,130 +1,28 @@
-"""``edgeqd inspect`` and ``edgeqd report``: thin shells over :mod:`edgeqd.artifact_info` and :mod:`edgeqd.reporting`.
+"""``edgeqd report``: a thin shell over :func:`edgeqd.reporting.write_report`.
 
 Registered on the main group by :func:`register`.
+
+>>> report_command.name
+'report'
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
-from edgeqd.cli.common import console, handle_errors, print_json
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _quant(tensor: dict[str, Any]) -> str:
-    if not tensor["scale"]:
-        return "–"
-    if len(tensor["scale"]) == 1:
-        return f"scale {tensor['scale'][0]:.6g}, zp {tensor['zero_point'][0]}"
-    return f"per-channel ×{len(tensor['scale'])} (axis {tensor['quantized_dimension']})"
-
-
-def inspect_tables(info: dict[str, Any]) -> list:
-    """Rich renderables for one ``inspect_artifact`` answer: summary, I/O, operators, metadata.
-
-    Args:
-        info: the dict returned by :func:`edgeqd.artifact_info.inspect_artifact`.
-
-    >>> inspect_tables(inspect_artifact("model_int8.tflite"))  # doctest: +SKIP
-    """
-    from rich.table import Table
-    from rich.text import Text
-
-    params = info["parameters"]
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("file", f"{info['file']} ({info['format']}, {_size(info['bytes'])})")
-    warn = info["float_fallback"] or (info["float_ops"] and info["quantization"] != "dynamic-range")
-    summary.add_row("quantization", Text(info["quantization"], style="yellow" if warn else "green"))
-    summary.add_row("parameters", f"{params['count']:,}  "
-                    + ", ".join(f"{dtype} {row['elements']:,}" for dtype, row in params["by_dtype"].items()))
-    summary.add_row("size", f"weights {_size(params['weights_bytes'])} · graph {_size(params.get('graph_bytes', 0))}"
-                    f" · metadata {_size(params['metadata_bytes'])}"
-                    + (f" · Q/DQ params {_size(params['quantization_params_bytes'])}"
-                       if params.get("quantization_params_bytes") else ""))
-    scales = info["weight_scales"]
-    if scales["per_channel"] or scales["per_tensor"]:
-        summary.add_row("weight scales", f"{scales['per_channel']} per-channel, {scales['per_tensor']} per-tensor")
-    if info["float_activations"]:
-        names = info["float_activations"]
-        summary.add_row("float activations", f"{len(names)}: " + ", ".join(names[:4]) + (" …" if len(names) > 4 else ""))
-    for note in info["notes"]:
-        summary.add_row("note", note)
-
-    io = Table(title="inputs and outputs", title_justify="left")
-    for column in ("", "name", "shape", "dtype", "quantization"):
-        io.add_column(column)
-    for kind in ("inputs", "outputs"):
-        for tensor in info[kind]:
-            io.add_row(kind[:-1], tensor["name"], str(tensor["shape"]), tensor["dtype"], _quant(tensor))
-
-    ops = Table(title=f"operators ({info['operator_count']})", title_justify="left")
-    for column, justify in (("type", "left"), ("count", "right"), ("input dtypes", "left"),
-                            ("output dtypes", "left"), ("runs as", "left")):
-        ops.add_column(column, justify=justify)
-    for row in info["operators"]:
-        style = "yellow" if row["float"] else None
-        modes = ", ".join(row["modes"]) + ("  ⚠ float in a quantized model" if row["float"] else "")
-        ops.add_row(row["type"], str(row["count"]), ", ".join(row["input_dtypes"]),
-                    ", ".join(row["output_dtypes"]), Text(modes, style=style or ""))
-
-    renderables = [summary, io, ops]
-    if info["float_ops"]:
-        fl = Table(title="ops computing in float", title_justify="left")
-        for column in ("#", "type", "mode", "kind", "outputs"):
-            fl.add_column(column)
-        for op in info["float_ops"][:30]:
-            fl.add_row(str(op["index"]), op["type"], op["mode"], "layout" if op["layout_only"] else "arithmetic",
-                       ", ".join(op["outputs"])[:80])
-        renderables.append(fl)
-    if info["metadata"]:
-        meta = Table(title="embedded metadata", title_justify="left")
-        meta.add_column("key")
-        meta.add_column("value", overflow="fold")
-        for key, value in info["metadata"].items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            meta.add_row(key, text[:300] + ("…" if len(text) > 300 else ""))
-        renderables.append(meta)
-    return renderables
-
-
-@click.command("inspect")
-@click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the full description as JSON.")
-@handle_errors
-def inspect_command(artifact: Path, as_json: bool) -> None:
-    """Show what is inside ARTIFACT (.tflite or .onnx): I/O and quantization, operators, float fallback,
-    per-channel scales, parameter count and size breakdown, embedded metadata."""
-    from edgeqd.artifact_info import inspect_artifact
-
-    info = inspect_artifact(artifact)
-    if as_json:
-        print_json(info)
-        return
-    out = console(markup=False)  # names inside the artifact are data, never rich markup
-    for renderable in inspect_tables(info):
-        out.print(renderable)
+from edgeqd.cli.common import handle_errors
+from edgeqd.cli.options import force_option, out_option
 
 
 @click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Output file [default: report.html, or report.md with --markdown].")
+@out_option("Output file [default: report.html, or report.md with --markdown].", required=False, metavar="FILE")
 @click.option("--markdown", is_flag=True, help="Write Markdown (for a pull request) instead of HTML.")
 @click.option("--title", default=None, help="Title of the report.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@force_option
 @handle_errors
 def report_command(run_dirs: tuple[Path, ...], out: Optional[Path], markdown: bool, title: Optional[str],
                    force: bool) -> None:
@@ -138,12 +36,11 @@ def report_command(run_dirs: tuple[Path, ...], out: Optional[Path], markdown: bo
 
 
 def register(group: click.Group) -> None:
-    """Add ``inspect`` and ``report`` to the main command group.
+    """Add ``report`` to the main command group.
 
     Args:
         group: the ``edgeqd`` click group.
 
     >>> register(click.Group("demo"))
     """
-    group.add_command(inspect_command)
     group.add_command(report_command)

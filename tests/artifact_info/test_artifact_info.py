@@ -1,13 +1,12 @@
-"""edgeqd inspect on every artifact convert produces, on a dynamic-range TFLite, and on broken files."""
+"""inspect_artifact on every artifact convert produces, on a dynamic-range TFLite, and on broken files."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from report_fixtures import tiny_run
+from report_fixtures import artifact_path as artifact
 
 from edgeqd.cli import cli
 from edgeqd.errors import ArtifactError
@@ -17,11 +16,6 @@ from edgeqd.artifact_info import inspect_artifact, tflite_schema
 @pytest.fixture(scope="module")
 def run():
     return tiny_run()
-
-
-def artifact(run, fmt):
-    entry = next(a for a in run["manifest"]["artifacts"] if a["format"] == fmt)
-    return run["dir"] / entry["file"]
 
 
 ALL_FORMATS = ["tflite-fp32", "tflite-int8", "tflite-fp16", "tflite-int16x8", "onnx-fp32", "onnx-int8"]
@@ -135,24 +129,6 @@ def test_broken_files_give_a_typed_error(run, tmp_path, suffix, cut):
 def test_missing_file_is_a_typed_error(tmp_path):
     with pytest.raises(ArtifactError, match="no such file"):
         inspect_artifact(tmp_path / "nope.tflite")
-
-
-def test_cli_table_and_json(run):
-    runner = CliRunner()
-    path = str(artifact(run, "tflite-int8"))
-    table = runner.invoke(cli, ["inspect", path])
-    assert table.exit_code == 0, table.output
-    assert "CONV_2D" in table.output and "full-int8" in table.output
-    as_json = runner.invoke(cli, ["inspect", path, "--json"])
-    assert json.loads(as_json.output)["quantization"] == "full-int8"
-
-
-def test_cli_broken_file_exits_3_without_traceback(tmp_path):
-    path = tmp_path / "junk.tflite"
-    path.write_bytes(b"\x00" * 100)
-    result = CliRunner().invoke(cli, ["inspect", str(path)])
-    assert result.exit_code == 3
-    assert "Traceback" not in result.output and "not a TFLite flatbuffer" in result.output
 
 
 def test_int8_model_with_a_float_op_flags_the_fallback(tmp_path):
