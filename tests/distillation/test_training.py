@@ -1,5 +1,5 @@
-"""Distillation: the loss against hand-computed values, the frozen teacher, no-label mode,
-feature and attention terms, user and sequence students, resume, strategies, bad input.
+"""distill(): one whole run — report, no-label mode, feature and attention terms, user and
+sequence students, resume, strategies, bad input, the convert hook.
 
 Real models and real data throughout (a small CNN teacher trained on a Fashion-MNIST
 slice; synthetic sine sequences for conv1d), fixed seeds, short runs.
@@ -23,19 +23,11 @@ from distill_helpers import (build_image_teacher, fashion_slices, image_teacher_
                              sine_sequences)
 from edgeqd.data import find_fashion_mnist
 from edgeqd.errors import DistillationError, UsageError
+from edgeqd.settings import DistillSettings
 from edgeqd.types import Dataset
 
 pytestmark = pytest.mark.skipif(find_fashion_mnist() is None,
                                 reason="Fashion-MNIST not installed: run `make data`")
-
-# float32 arithmetic on a 2×3 batch: agreement with float64 numpy to ~1e-6 relative.
-LOSS_TOL = 1e-5
-
-
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
@@ -62,98 +54,6 @@ def _tiny_student(name="user_student"):
     return keras.Model(inputs, outputs, name=name)
 
 
-# --------------------------------------------------------------------------- loss pieces
-
-def test_loss_matches_hand_computed_value():
-    from edgeqd.distillation import distillation_terms
-
-    teacher = np.array([[3.0, 1.0, -2.0], [0.5, 2.5, 0.0]])
-    student = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.5]])
-    labels = np.array([0, 2])
-    temperature, alpha = 2.0, 0.7
-    p, q = _softmax(teacher / temperature), _softmax(student / temperature)
-    kl = (p * np.log(p / q)).sum(axis=1).mean()
-    ce = -np.log(_softmax(student)[np.arange(2), labels]).mean()
-    expected = (1 - alpha) * ce + alpha * temperature ** 2 * kl
-
-    terms = distillation_terms(teacher, student, labels, temperature, alpha)
-    assert float(terms["kd"]) == pytest.approx(temperature ** 2 * kl, rel=LOSS_TOL)
-    assert float(terms["ce"]) == pytest.approx(ce, rel=LOSS_TOL)
-    assert float(terms["loss"]) == pytest.approx(expected, rel=LOSS_TOL)
-
-
-def test_no_label_loss_is_the_teacher_term_alone():
-    from edgeqd.distillation import distillation_loss, kd_loss
-
-    teacher = np.array([[3.0, 1.0, -2.0]])
-    student = np.array([[1.0, 0.0, 0.5]])
-    for alpha in (0.0, 0.5, 1.0):  # α only splits labels vs teacher; without labels it has no say
-        assert float(distillation_loss(teacher, student, None, 4.0, alpha)) == pytest.approx(
-            float(kd_loss(teacher, student, 4.0)), rel=LOSS_TOL)
-
-
-def test_feature_and_attention_loss_values():
-    from edgeqd.distillation import attention_loss, attention_map, feature_loss
-
-    t = np.array([[1.0, 2.0, 2.0]], dtype=np.float32)
-    s = np.array([[2.0, 4.0, 4.0]], dtype=np.float32)
-    assert float(feature_loss(t, s, "mse")) == pytest.approx(3.0, rel=LOSS_TOL)  # (1+4+4)/3
-    assert float(feature_loss(t, s, "cosine")) == pytest.approx(0.0, abs=1e-6)  # same direction
-
-    # 2×2 maps, one channel: the map is f² normalized to unit length.
-    teacher = np.array([1.0, 0.0, 0.0, 0.0], np.float32).reshape(1, 2, 2, 1)
-    student = np.array([1.0, 1.0, 1.0, 1.0], np.float32).reshape(1, 2, 2, 1)
-    np.testing.assert_allclose(attention_map(student).numpy(), [[0.5, 0.5, 0.5, 0.5]], atol=1e-6)
-    expected = (1 - 0.5) ** 2 + 3 * 0.5 ** 2  # |[1,0,0,0] − [.5,.5,.5,.5]|²
-    assert float(attention_loss(teacher, student)) == pytest.approx(expected, rel=LOSS_TOL)
-    # Different channel counts and spatial sizes still compare (channel mean, resize).
-    big = np.ones((2, 4, 4, 8), np.float32)
-    small = np.ones((2, 2, 2, 3), np.float32)
-    assert float(attention_loss(big, small)) == pytest.approx(0.0, abs=1e-6)
-
-
-# --------------------------------------------------------------------------- the Distiller
-
-def test_teacher_frozen_student_trained_after_a_step(teacher_path, student_data):
-    import tf_keras as keras
-
-    from edgeqd.distillation import Distiller
-    from edgeqd.models import load_model
-
-    teacher = load_model(teacher_path)
-    student = _tiny_student()
-    distiller = Distiller(student, teacher, features=["t_relu2:s_relu1"], attention=["t_relu1:s_relu1"])
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
-    teacher_before = [w.copy() for w in teacher.get_weights()]
-    student_before = [w.copy() for w in student.get_weights()]
-    logs = distiller.train_on_batch(student_data.x_train[:64], student_data.y_train[:64], return_dict=True)
-    assert {"loss", "ce", "kd", "feature", "attention", "accuracy"} <= set(logs)
-    for before, after in zip(teacher_before, teacher.get_weights()):
-        np.testing.assert_array_equal(before, after)  # bit-identical: no gradient, no BN update
-    changed = [not np.array_equal(b, a) for b, a in zip(student_before, student.get_weights())]
-    assert all(changed[:3]), "the student's first conv and batch norm must have moved"
-    assert distiller.projections, "t_relu2 (7×7×32) vs s_relu1 (14×14×8) needs a projection"
-
-
-def test_qat_wrapped_student_layers_found_by_original_name(teacher_path, student_data):
-    # Issue 4 trains a TFMOT-wrapped student with this Distiller: `--feature t:s` written
-    # for the float student must still find `s` after quantize_model renamed it quant_s.
-    import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
-
-    from edgeqd.distillation import Distiller, find_layer
-    from edgeqd.models import load_model
-    from edgeqd.distillation.students import build_student
-
-    student = build_student("cnn", (28, 28, 1), 10, width=0.5)
-    qat = tfmot.quantization.keras.quantize_model(student)
-    assert find_layer(qat, "relu2_2").name == "quant_relu2_2"
-    distiller = Distiller(qat, load_model(teacher_path), features=["t_relu2:relu2_2"])
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
-    logs = distiller.train_on_batch(student_data.x_train[:32], student_data.y_train[:32], return_dict=True)
-    assert math.isfinite(logs["loss"]) and math.isfinite(logs["feature"])
-
-
 # --------------------------------------------------------------------------- distill()
 
 def test_distill_writes_student_and_report(teacher_path, student_data, tmp_path):
@@ -161,7 +61,8 @@ def test_distill_writes_student_and_report(teacher_path, student_data, tmp_path)
     from edgeqd.models import load_model
 
     out = tmp_path / "student.keras"
-    result = distill(teacher_path, student_data, "cnn", out, epochs=3, batch_size=32, progress=False)
+    result = distill(teacher_path, student_data, DistillSettings(student="cnn", epochs=3, batch_size=32), out,
+                     progress=False)
     assert out.is_file() and report_path(out).is_file()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "checkpoint folder left behind"
     report = json.loads(report_path(out).read_text())
@@ -182,7 +83,7 @@ def test_no_label_mode_uses_teacher_targets(teacher_path, student_data, tmp_path
     from edgeqd.distillation import distill
 
     unlabelled = Dataset("unlabelled", student_data.x_train, None, student_data.x_eval, None)
-    result = distill(teacher_path, unlabelled, "cnn", None, epochs=3, batch_size=32, progress=False)
+    result = distill(teacher_path, unlabelled, DistillSettings(epochs=3, batch_size=32), progress=False)
     assert result.student_accuracy is None and result.settings["labels"] is False
     assert result.settings["monitor"] == "val_agreement"
     assert "ce" not in result.history[0] and "kd" in result.history[0]
@@ -194,9 +95,10 @@ def test_no_label_mode_uses_teacher_targets(teacher_path, student_data, tmp_path
 def test_feature_and_attention_terms_are_trained(teacher_path, student_data):
     from edgeqd.distillation import distill
 
-    result = distill(teacher_path, student_data, "cnn", None, epochs=3, batch_size=32, progress=False,
-                     width=0.5, features=["t_relu2:relu2_2"], attention=["t_relu1:relu1_2"],
-                     feature_loss="cosine", patience=None)
+    settings = DistillSettings(width=0.5, features=("t_relu2:relu2_2",), attention=("t_relu1:relu1_2",),
+                               feature_loss="cosine", epochs=3, batch_size=32, patience=0)
+    result = distill(teacher_path, student_data, settings, progress=False)
+    assert result.settings["patience"] is None  # 0 = never stop early, recorded as no patience
     first, last = result.history[0], result.history[-1]
     for term in ("feature", "attention"):
         assert term in first and math.isfinite(last[term])
@@ -215,7 +117,7 @@ def test_softmax_teacher_distils_from_its_logits(student_data):
     probabilities = teacher.predict(x, verbose=0)
     recovered = keras.activations.softmax(keras.backend.constant(logits.predict(x, verbose=0))).numpy()
     np.testing.assert_allclose(recovered, probabilities, atol=1e-6)  # same weights, softmax split off
-    result = distill(teacher, student_data, "mlp", None, epochs=1, batch_size=64, progress=False)
+    result = distill(teacher, student_data, DistillSettings(student="mlp", epochs=1, batch_size=64), progress=False)
     assert any("softmax" in n for n in result.notes)
 
 
@@ -229,7 +131,8 @@ def test_user_student_from_a_compiled_model_file(teacher_path, student_data, tmp
     user_path = tmp_path / "mine.keras"
     user.save(user_path)
     out = tmp_path / "distilled.keras"
-    result = distill(teacher_path, student_data, str(user_path), out, epochs=2, batch_size=32, progress=False)
+    result = distill(teacher_path, student_data, DistillSettings(student=str(user_path), epochs=2, batch_size=32),
+                     out, progress=False)
     assert result.settings["student"] == str(user_path)
     assert result.student_params == user.count_params()
     assert result.student_accuracy > 0.3  # above chance (0.1) after 2 short epochs
@@ -243,8 +146,8 @@ def test_conv1d_student_on_sequence_data(tmp_path):
     xe, ye = sine_sequences(300, seed=3)
     data = tmp_path / "sequences.npz"
     np.savez(data, x=x, y=y, x_val=xe, y_val=ye)
-    result = distill(sequence_teacher_path(), data, "conv1d", tmp_path / "seq.keras", epochs=4,
-                     batch_size=32, progress=False)
+    result = distill(sequence_teacher_path(), data, DistillSettings(student="conv1d", epochs=4, batch_size=32),
+                     tmp_path / "seq.keras", progress=False)
     assert result.settings["student"] == "conv1d"
     assert result.student_params * 2 < result.teacher_params
     # Three well-separated frequencies: the teacher is ~100%; a distilled student
@@ -264,14 +167,13 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(teacher_path, student_da
                 raise KeyboardInterrupt
 
     out = tmp_path / "student.keras"
+    settings = DistillSettings(student="mlp", epochs=4, batch_size=64)
     with pytest.raises(KeyboardInterrupt):
-        distill(teacher_path, student_data, "mlp", out, epochs=4, batch_size=64, progress=False,
-                callbacks=[CtrlC()])
+        distill(teacher_path, student_data, settings, out, progress=False, callbacks=[CtrlC()])
     assert not out.exists()
     state = json.loads((checkpoint_folder(out) / "state.json").read_text())
     assert state["epochs_done"] == 2
-    result = distill(teacher_path, student_data, "mlp", out, epochs=4, batch_size=64, progress=False,
-                     resume=True)
+    result = distill(teacher_path, student_data, settings, out, progress=False, resume=True)
     assert result.epochs_run == 4 and [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert out.is_file() and not checkpoint_folder(out).exists()
     assert any("resumed from epoch 2" in n for n in result.notes)
@@ -280,8 +182,8 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(teacher_path, student_da
 def test_mirrored_strategy_trains(teacher_path, student_data):
     from edgeqd.distillation import distill
 
-    result = distill(teacher_path, student_data, "mlp", None, epochs=3, batch_size=64, progress=False,
-                     strategy="mirrored")
+    settings = DistillSettings(student="mlp", epochs=3, batch_size=64, strategy="mirrored")
+    result = distill(teacher_path, student_data, settings, progress=False)
     assert result.settings["strategy"] == "mirrored" and result.settings["replicas"] >= 1
     assert result.student_accuracy > 0.3
 
@@ -312,7 +214,7 @@ def test_bad_settings_fail_typed_with_numbers(teacher_path, student_data, tmp_pa
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(error_class) as error:
-        distill(teacher_path, student_data, "cnn", out_dir / "s.keras", epochs=1, progress=False, **kwargs)
+        distill(teacher_path, student_data, DistillSettings(epochs=1, **kwargs), out_dir / "s.keras", progress=False)
     for word in words:
         assert word in str(error.value), str(error.value)
     _assert_nothing_written(out_dir)
@@ -325,7 +227,7 @@ def test_output_sizes_differ(teacher_path, student_data, tmp_path):
 
     five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
     with pytest.raises(DistillationError, match="the teacher has 10 outputs but the student 5"):
-        distill(teacher_path, student_data, five, tmp_path / "s.keras", progress=False)
+        distill(teacher_path, student_data, out=tmp_path / "s.keras", student=five, progress=False)
     _assert_nothing_written(tmp_path)
 
 
@@ -336,7 +238,7 @@ def test_input_shapes_differ(teacher_path, student_data, tmp_path):
 
     rgb = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(DistillationError, match=r"inputs of shape \(28, 28, 1\) but the student \(32, 32, 3\)"):
-        distill(teacher_path, student_data, rgb, tmp_path / "s.keras", progress=False)
+        distill(teacher_path, student_data, out=tmp_path / "s.keras", student=rgb, progress=False)
     _assert_nothing_written(tmp_path)
 
 
@@ -350,7 +252,7 @@ def test_teacher_outputs_probabilities_without_a_softmax_layer(student_data, tmp
     base = build_image_teacher()
     hidden = keras.Model(base.input, keras.layers.Lambda(tf.nn.softmax, name="probs")(base.output))
     with pytest.raises(DistillationError, match=r"teacher outputs probabilities .* sums to 1"):
-        distill(hidden, student_data, "mlp", tmp_path / "s.keras", progress=False)
+        distill(hidden, student_data, DistillSettings(student="mlp"), tmp_path / "s.keras", progress=False)
     _assert_nothing_written(tmp_path)
 
 
@@ -360,7 +262,7 @@ def test_existing_output_needs_force(teacher_path, student_data, tmp_path):
     out = tmp_path / "s.keras"
     out.write_text("keep me")
     with pytest.raises(UsageError, match="already exists"):
-        distill(teacher_path, student_data, "mlp", out, progress=False)
+        distill(teacher_path, student_data, DistillSettings(student="mlp"), out, progress=False)
     assert out.read_text() == "keep me"
 
 
@@ -368,10 +270,10 @@ def test_unknown_student_family_lists_the_valid_ones(teacher_path, student_data,
     from edgeqd.distillation import distill
 
     with pytest.raises(UsageError, match="cnn, conv1d, mlp, mobilenet"):
-        distill(teacher_path, student_data, "resnet", tmp_path / "s.keras", progress=False)
+        distill(teacher_path, student_data, DistillSettings(student="resnet"), tmp_path / "s.keras", progress=False)
     with pytest.raises(DistillationError, match="families that fit: conv1d, mlp"):
         distill(sequence_teacher_path(), Dataset("seq", *sine_sequences(40), *sine_sequences(20, seed=5)),
-                "cnn", None, progress=False)
+                DistillSettings(student="cnn"), progress=False)
 
 
 # --------------------------------------------------------------------------- many machines
@@ -390,12 +292,14 @@ _WORKER = """
 import sys, numpy as np
 import edgeqd
 from edgeqd.distillation import distill
+from edgeqd.settings import DistillSettings
 from edgeqd.types import Dataset
 arrays = np.load(sys.argv[2])
 data = Dataset("slice", arrays["x"], arrays["y"], arrays["x_val"], arrays["y_val"])
 out = sys.argv[3] if sys.argv[3] != "-" else None
-result = distill(sys.argv[1], data, "mlp", out, epochs=6, batch_size=50, learning_rate=3e-3, seed=0, progress=False,
-                 strategy=sys.argv[4] if sys.argv[4] != "-" else None, patience=None)
+settings = DistillSettings(student="mlp", epochs=6, batch_size=50, learning_rate=3e-3, patience=0,
+                           strategy=sys.argv[4] if sys.argv[4] != "-" else None)
+result = distill(sys.argv[1], data, settings, out, seed=0, progress=False)
 print("ACCURACY", result.student_accuracy, result.settings["replicas"])
 """
 
@@ -456,3 +360,22 @@ def test_distill_for_convert_returns_a_saved_student(teacher_path, student_data,
                                  batch_size=64, progress=False)
     assert Path(result.student_path).is_file() and result.student is not None
     assert result.to_dict()["settings"]["student"] == "mlp"
+    # The signature the pipeline moves to: the settings object, then out, seed, unsafe, progress.
+    again = distill_for_convert(teacher_path, student_data, DistillSettings(student="mlp", epochs=1, batch_size=64),
+                                tmp_path / "again.keras", 0, False, False)
+    assert Path(again.student_path).is_file() and again.settings["student"] == "mlp"
+    assert again.settings["epochs"] == 1 and again.settings["batch_size"] == 64
+
+
+def test_settings_as_keywords_and_the_older_call_form_are_checked_like_settings(teacher_path, student_data):
+    from edgeqd.distillation import distill
+    from edgeqd.distillation.training import _settings_of
+
+    settings, student = _settings_of("mlp", None, {"epochs": 2, "features": ["a:b"]})
+    assert settings == DistillSettings(student="mlp", epochs=2, features=("a:b",)) and student is None
+    with pytest.raises(UsageError, match="unknown distill setting.* epoch; known: .*epochs"):
+        distill(teacher_path, student_data, epoch=3)
+    with pytest.raises(UsageError, match="--epochs must be >= 1, got 0"):
+        distill(teacher_path, student_data, "mlp", epochs=0)
+    with pytest.raises(UsageError, match="give the student once"):
+        distill(teacher_path, student_data, "mlp", student="cnn")
