@@ -13,8 +13,11 @@ from typing import Optional
 
 import click
 
-from edgeqd.cli.common import FiniteFloat, console, handle_errors, print_json
+from edgeqd.cli.common import console, handle_errors, print_json
+from edgeqd.cli.options import (build_settings, data_option, force_option, json_option, out_option, quiet_option,
+                                seed_option, settings_options, unsafe_option)
 from edgeqd.errors import UsageError
+from edgeqd.settings import DistillSettings
 
 _DEMO_SHAPE, _DEMO_CLASSES = (28, 28, 1), 10
 
@@ -92,48 +95,20 @@ def _result_table(result):
 
 @click.command("distill")
 @click.option("--teacher", "teacher", metavar="MODEL", help="The trained teacher (.keras, .h5 or SavedModel).")
-@click.option("--data", "data", metavar="DATA",
-              help="fashion-mnist, an .npz (x [y x_val y_val]; no y = no-label mode) or an image folder.")
-@click.option("--student", "student", default="cnn", show_default=True, metavar="SPEC",
-              help="A built-in family (see --list-students) or a Keras model path, compiled or not.")
-@click.option("--out", "out", metavar="STUDENT.keras", help="Where to save the student (.keras or .h5).")
-@click.option("--temperature", type=FiniteFloat(), default=4.0, show_default=True,
-              help="Softmax temperature T > 0 of the teacher term.")
-@click.option("--alpha", type=FiniteFloat(), default=0.9, show_default=True,
-              help="Weight α of the teacher term; 1 − α weighs the labels.")
-@click.option("--feature", "features", multiple=True, metavar="T_LAYER:S_LAYER",
-              help="Match a teacher layer's activations with a student layer's (repeatable).")
-@click.option("--attention", "attention", multiple=True, metavar="T_LAYER:S_LAYER",
-              help="Attention transfer between two conv layers (repeatable).")
-@click.option("--feature-weight", type=FiniteFloat(), default=1.0, show_default=True, help="Weight of each feature term.")
-@click.option("--attention-weight", type=FiniteFloat(), default=10.0, show_default=True,
-              help="Weight of each attention term.")
-@click.option("--feature-loss", type=click.Choice(["mse", "cosine"]), default="mse", show_default=True)
-@click.option("--width", type=FiniteFloat(), default=None,
-              help="Width multiplier of a built-in student [default: sized to ~1/15 of the teacher].")
-@click.option("--depth", type=FiniteFloat(), default=1.0, show_default=True, help="Depth multiplier of a built-in student.")
-@click.option("--epochs", type=int, default=20, show_default=True, help="Most epochs (early stopping may end sooner).")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--learning-rate", type=FiniteFloat(), default=1e-3, show_default=True, help="Adam's learning rate.")
-@click.option("--patience", type=int, default=5, show_default=True,
-              help="Stop after this many epochs without a better validation accuracy; 0 never stops early.")
-@click.option("--validation-fraction", type=FiniteFloat(), default=0.1, show_default=True,
-              help="Share of the training data held out to pick the best epoch.")
-@click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]), default=None,
-              help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")
+@data_option(required=False)
+@out_option("Where to save the student (.keras or .h5).", required=False, metavar="STUDENT.keras")
+@settings_options(DistillSettings)
 @click.option("--resume", is_flag=True, help="Go on from the checkpoint an interrupted run left beside --out.")
-@click.option("--force", is_flag=True, help="Replace an existing --out and its report.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (their code runs on load).")
-@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result (or the student list) as JSON.")
+@force_option
+@seed_option
+@unsafe_option
+@quiet_option
+@json_option
 @click.option("--list-students", is_flag=True,
               help="List the built-in students with parameter counts for --data/--teacher, then exit.")
 @handle_errors
-def distill_command(teacher, data, student, out, temperature, alpha, features, attention, feature_weight,
-                    attention_weight, feature_loss, width, depth, epochs, batch_size, learning_rate, patience,
-                    validation_fraction, strategy, resume, force, seed, unsafe_deserialization, quiet, as_json,
-                    list_students):
+def distill_command(teacher, data, out, resume, force, seed, unsafe_deserialization, quiet, as_json, list_students,
+                    **options):
     """Distil a small student from a trained teacher (soft targets, features, attention).
 
     \b
@@ -147,20 +122,17 @@ def distill_command(teacher, data, student, out, temperature, alpha, features, a
           --feature re_lu_3:block2_pw_relu --out s.keras
       edgeqd distill --list-students --teacher teacher.keras --data fashion-mnist
     """
+    settings = build_settings(DistillSettings, options)
     if list_students:
-        _list_students(teacher, data, width, depth, unsafe_deserialization, as_json)
+        _list_students(teacher, data, settings.width, settings.depth, unsafe_deserialization, as_json)
         return
     missing = [name for name, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if not value]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or pass --list-students)")
     from edgeqd.distillation import distill
 
-    result = distill(teacher, data, student, out, temperature=temperature, alpha=alpha, features=features,
-                     attention=attention, feature_weight=feature_weight, attention_weight=attention_weight,
-                     feature_loss=feature_loss, width=width, depth=depth, epochs=epochs, batch_size=batch_size,
-                     learning_rate=learning_rate, patience=patience or None,
-                     validation_fraction=validation_fraction, strategy=strategy, resume=resume, force=force,
-                     seed=seed, unsafe_deserialization=unsafe_deserialization, progress=not quiet)
+    result = distill(teacher, data, settings, out, seed=seed, force=force, resume=resume,
+                     unsafe_deserialization=unsafe_deserialization, progress=not quiet)
     if as_json:
         print_json(result.to_dict())
     elif result.student_path is not None:  # non-chief workers of a multi-worker run stay silent
