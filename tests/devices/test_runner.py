@@ -132,3 +132,56 @@ def test_tflite_profile_says_why_it_is_unavailable(models):
     assert code == 0 and doc["profile"]["available"] is False and "benchmark_model" in doc["profile"]["reason"]
     code, doc, _ = run_runner("--model", str(models["int8.tflite"]), "--runs", "3", "--min-seconds", "0")
     assert doc["profile"] is None
+
+
+def test_int8_io_onnx_runs_with_the_scales_of_its_qdq_nodes(models, dataset, tmp_path):
+    """tf2onnx's TFLite front end keeps int8 I/O; ORT does not expose the Q/DQ scales: the runner reads them."""
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_tflite(str(models["int8.tflite"]), opset=17)
+    (tmp_path / "int8_io.onnx").write_bytes(proto.SerializeToString())
+    x, y = dataset.x_eval[:60], dataset.y_eval[:60]
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    code, doc, _ = run_runner("--model", str(tmp_path / "int8_io.onnx"), "--data", str(tmp_path / "eval.npz"),
+                              "--runs", "3", "--min-seconds", "0")
+    assert code == 0, doc
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_path=str(models["int8.tflite"])).get_input_details()[0]
+    assert doc["inputs"][0]["dtype"] == "int8"
+    assert doc["inputs"][0]["scale"] == pytest.approx(detail["quantization"][0])
+    assert doc["inputs"][0]["zero_point"] == detail["quantization"][1]
+    code, tflite_doc, _ = run_runner("--model", str(models["int8.tflite"]), "--data", str(tmp_path / "eval.npz"),
+                                     "--runs", "3", "--min-seconds", "0")
+    # Same integers in, same integer arithmetic: the same classes, save a rare tie broken otherwise.
+    agree = np.mean(np.array(doc["quality"]["predictions"]) == np.array(tflite_doc["quality"]["predictions"]))
+    assert agree >= 0.98 and doc["quality"]["accuracy"] == pytest.approx(tflite_doc["quality"]["accuracy"], abs=0.02)
+
+
+def test_qdq_edges_read_from_constants_typed_fields_and_layout_ops(tmp_path):
+    """Scales in a Constant node's float_data, a negative zero point in int32_data, layout ops at both edges."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeqd.devices import runner
+
+    nodes = [helper.make_node("Constant", [], ["in_scale"], value=helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])),
+             helper.make_node("Transpose", ["x"], ["x_t"], perm=[0, 1]),
+             helper.make_node("DequantizeLinear", ["x_t", "in_scale", "in_zero"], ["x_f"]),
+             helper.make_node("Relu", ["x_f"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "out_scale", "out_zero"], ["q"]),
+             helper.make_node("Identity", ["q"], ["y"])]
+    initializers = [helper.make_tensor("in_zero", TensorProto.INT8, [], [-3]),
+                    onnx.numpy_helper.from_array(np.array(0.25, np.float32), "out_scale"),  # raw_data
+                    helper.make_tensor("out_zero", TensorProto.INT8, [], [7])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.INT8, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, ["n", 4])], initializers)
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert runner._onnx_edge_quantization(str(path)) == {"x": ([0.5], [-3]), "y": ([0.25], [7])}
+    model = runner.open_model(str(path), threads=1)
+    x = np.array([[-2.0, -0.5, 0.0, 1.0], [3.0, 10.0, 60.0, 70.0], [0.25, 0.75, 1.25, -9.0]], np.float32)
+    q_in = np.clip(np.round(x / 0.5 - 3), -128, 127)  # the runner quantizes with the file's own parameters
+    expected = (np.clip(np.round(np.maximum((q_in + 3) * 0.5, 0) / 0.25 + 7), -128, 127) - 7) * 0.25
+    for batch in (1, 2, 256):  # one per inference; batches of 2 and a last of 1; all at once
+        np.testing.assert_array_equal(runner.predict(model, x, batch=batch), expected)
