@@ -165,7 +165,8 @@ def test_qdq_edges_read_from_constants_typed_fields_and_layout_ops(tmp_path):
 
     from edgeqd.devices import runner
 
-    nodes = [helper.make_node("Constant", [], ["in_scale"], value=helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])),
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])  # float_data, not raw_data
+    nodes = [helper.make_node("Constant", [], ["in_scale"], value=scale),
              helper.make_node("Transpose", ["x"], ["x_t"], perm=[0, 1]),
              helper.make_node("DequantizeLinear", ["x_t", "in_scale", "in_zero"], ["x_f"]),
              helper.make_node("Relu", ["x_f"], ["r"]),
