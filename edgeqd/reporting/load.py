@@ -181,14 +181,19 @@ def load_report_data(paths: Sequence[str | Path], title: Optional[str] = None) -
 
 # --------------------------------------------------------------------------- bench rows → artifacts
 
-def _listed_locations(name: str, file: Path, document: dict) -> list[Path]:
-    """Where the bench run's settings say an artifact called ``name`` was (paths are relative to
-    where bench ran: the bench file's folder, or the current folder)."""
+def _listed_locations(artifact: str, file: Path, document: dict) -> list[Path]:
+    """Where the bench run's settings say a row's artifact was (paths are relative to where bench
+    ran: the bench file's folder, or the current folder).
+
+    ``artifact`` is the row's name for it: the file name, or ``folder/name`` where bench told
+    same-named files apart; a listed path matches when it ends with those parts.
+    """
     settings = document.get("settings") if isinstance(document.get("settings"), dict) else {}
     listed = settings.get("artifacts") if isinstance(settings.get("artifacts"), list) else []
+    wanted = Path(artifact).parts
     locations: list[Path] = []
     for candidate in (Path(str(a)) for a in listed):
-        if candidate.name != name:
+        if not wanted or candidate.parts[-len(wanted):] != wanted:
             continue
         for base in (file.parent, Path.cwd()):
             full = (candidate if candidate.is_absolute() else base / candidate).resolve()
@@ -234,7 +239,7 @@ def _owner(row: dict, name: str, file: Path, locations: list[Path], runs: list[R
 def _attach_row(row: dict, file: Path, document: dict, runs: list[Run]) -> dict:
     """Tie a bench row to its run and folder (``run``, ``folder``, ``emulated`` set; ``label`` later)."""
     name = Path(str(row.get("artifact", ""))).name
-    locations = _listed_locations(name, file, document)
+    locations = _listed_locations(str(row.get("artifact", "")), file, document)
     run = _owner(row, name, file, locations, runs)
     if run is not None:
         folder = run.path.resolve()

@@ -11,7 +11,6 @@ and the problems to show first.
 
 from __future__ import annotations
 
-from pathlib import Path  # noqa: F401  (the doctests build a Run)
 from typing import Optional
 
 from edgeqd.cli.tables import reference_label
@@ -44,6 +43,7 @@ def stage_rows(run: Run) -> list[tuple[str, str]]:
     Args:
         run: a convert run.
 
+    >>> from pathlib import Path
     >>> stage_rows(Run("r", Path("."), {"data": {"name": "x"}, "artifacts": []}))[0][0]
     'data'
     """

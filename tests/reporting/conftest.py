@@ -13,12 +13,14 @@ def run_with_bench():
     """The tiny run plus a real local bench of its artifacts, and one hand-written emulated row."""
     from edgeqd.devices import bench
     from edgeqd.documents import new_bench_document
+    from edgeqd.settings import BenchSettings
 
     run = tiny_run()
     folder = run["dir"]
     if not (folder / "bench_local.json").exists():
         files = [folder / a["file"] for a in run["manifest"]["artifacts"] if a["status"] == "ok"]
-        rows = bench(files, ["local"], threads=(1, 2), runs=5, warmup=1, min_seconds=0.05, max_seconds=5)
+        rows = bench(files, ["local"], settings=BenchSettings(threads=(1, 2), runs=5, warmup=1, min_seconds=0.05,
+                                                             max_seconds=5))
         document = new_bench_document([r.to_dict() for r in rows],
                                       {"artifacts": [str(f) for f in files], "devices": ["local"]})
         (folder / "bench_local.json").write_text(json.dumps(document, default=str))

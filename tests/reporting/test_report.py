@@ -94,9 +94,10 @@ def test_existing_output_needs_force(run_with_bench, tmp_path):
 def test_per_op_profile_plot_when_bench_profiled(run_with_bench, tmp_path):
     from edgeqd.devices import bench
     from edgeqd.documents import new_bench_document
+    from edgeqd.settings import BenchSettings
 
     onnx = run_with_bench["dir"] / "model_int8.onnx"
-    rows = bench([onnx], ["local"], runs=5, warmup=1, min_seconds=0, profile=True)
+    rows = bench([onnx], ["local"], settings=BenchSettings(runs=5, warmup=1, min_seconds=0, profile=True))
     assert rows[0].profile["available"], rows[0].profile
     profiled = tmp_path / "bench_profile.json"
     profiled.write_text(json.dumps(new_bench_document([r.to_dict() for r in rows], {"artifacts": [str(onnx)]}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,16 @@ def test_a_file_given_twice_is_read_once(tmp_path):
     data = load_report_data([tmp_path / "run", tmp_path / "run" / "bench.json"])
     assert len(data.bench_rows) == 1 and len(data.sources) == 2
     assert data.bench_rows[0]["run"] == "run" and data.bench_rows[0]["label"] == "model_int8.tflite"
+
+
+def test_rows_that_bench_named_by_folder_find_their_own_file(tmp_path):
+    """bench names same-named artifacts ``ptq/model_int8.tflite``: each row finds its own file, whatever the sizes."""
+    for folder in ("ptq", "qat"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model_int8.tflite").write_bytes(b"x" * 100)
+    rows = [bench_row(f"{folder}/model_int8.tflite", p50=p50) for folder, p50 in (("qat", 2.0), ("ptq", 1.0))]
+    write_json(tmp_path / "bench.json", new_bench_document(rows, {"artifacts": ["ptq/model_int8.tflite",
+                                                                                "qat/model_int8.tflite"]}))
+    data = load_report_data([tmp_path / "bench.json"])
+    assert {r["label"]: (Path(r["folder"]).name, r["p50_ms"]) for r in data.bench_rows} == {
+        "qat/model_int8.tflite": ("qat", 2.0), "ptq/model_int8.tflite": ("ptq", 1.0)}
