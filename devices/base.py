@@ -157,6 +157,8 @@ class Job:
         xnnpack: whether LiteRT may use XNNPACK.
         timeout: seconds for the whole invocation on the device.
         profile: also take a per-op profile where the runtime offers one.
+        label: the row's name for the artifact (its file name, or folder/name when two
+            artifacts share a file name).
     """
 
     artifact: Path
@@ -169,6 +171,12 @@ class Job:
     xnnpack: bool = True
     timeout: float = 600.0
     profile: bool = False
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """The row's name for the artifact."""
+        return self.label or self.artifact.name
 
 
 class Session:

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeqd.devices.base import Device, DeviceRunError, Job, Session, device_from_spec
 from edgeqd.errors import DataError, DeviceError, EdgeqdError, UsageError
+from edgeqd.settings import BenchSettings
 from edgeqd.types import EMULATED_LATENCY_NOTE, BenchResult, Status
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -140,10 +141,32 @@ def _check_artifacts(artifacts: Sequence[Union[str, os.PathLike]]) -> list[Path]
             raise UsageError(f"{path}: unsupported artifact {path.suffix or '(no suffix)'}; "
                              f"edgeqd bench runs {' and '.join(ARTIFACT_SUFFIXES)} files")
         paths.append(path)
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise UsageError(f"artifacts must have distinct file names (rows are keyed by name): {names}")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise UsageError(f"an artifact is given twice: {[str(p) for p in paths]}")
     return paths
+
+
+def artifact_labels(paths: Sequence[Path]) -> list[str]:
+    """Row names: each file's name, or enough of its folders to tell same-named files apart.
+
+    Comparing ``ptq/model_int8.tflite`` with ``qat/model_int8.tflite`` is the commonest bench
+    run there is; their rows are labelled by their folders.
+
+    Args:
+        paths: the artifacts.
+
+    >>> artifact_labels([Path("ptq/model_int8.tflite"), Path("qat/model_int8.tflite"), Path("a/m.onnx")])
+    ['ptq/model_int8.tflite', 'qat/model_int8.tflite', 'm.onnx']
+    """
+    parts = [Path(p).resolve().parts for p in paths]
+    labels = []
+    for index, own in enumerate(parts):
+        depth = 1
+        while depth < len(own) and any(other[-depth:] == own[-depth:] for i, other in enumerate(parts)
+                                       if i != index):
+            depth += 1
+        labels.append("/".join(own[-depth:]))
+    return labels
 
 
 def _reference_outputs(reference: Path, x: np.ndarray) -> np.ndarray:
@@ -200,6 +223,16 @@ def check_data_fits(x: np.ndarray, artifacts: Sequence[Path], data: Union[str, o
             raise DataError(f"--data {data} does not fit {artifact.name}: {exc}") from None
 
 
+def _input_shape(artifact: Path) -> tuple:
+    """An artifact's per-sample input shape as this machine's runtime reads it (() if it cannot)."""
+    from edgeqd.devices import runner
+
+    try:
+        return tuple(runner.open_model(str(artifact), threads=1).input_shape()[1:])
+    except runner.RunnerError:
+        return ()
+
+
 def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: Optional[Path],
                  folder: Path, artifacts: Sequence[Path] = ()) -> Optional[Path]:
     """Write the ``.npz`` slice shipped to devices: x, y and the reference outputs.
@@ -219,9 +252,9 @@ def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: O
         return None
     if samples < 1:
         raise UsageError(f"--samples must be at least 1 (got {samples})")
-    from edgeqd.data import load_dataset
+    from edgeqd.data import load_for_input
 
-    dataset = load_dataset(data)
+    dataset = load_for_input(data, _input_shape(artifacts[0]) if artifacts else ())
     x = dataset.x_eval[:samples].astype(np.float32)
     check_data_fits(x, list(dict.fromkeys([*artifacts, *([reference] if reference is not None else [])])), data)
     arrays = {"x": x}
@@ -243,7 +276,7 @@ def _row_from_document(document: dict, device: Device, job: Job, attempts: int, 
     emulated = bool(device.emulated or info.get("emulated"))
     runtime = document.get("runtime", {})
     return BenchResult(
-        artifact=job.artifact.name, device=device.name, kind=device.kind, threads=job.threads,
+        artifact=job.name, device=device.name, kind=device.kind, threads=job.threads,
         status=Status.OK, emulated=emulated, latency_note=EMULATED_LATENCY_NOTE if emulated else "",
         runtime=runtime.get("name", ""), runtime_version=runtime.get("version", ""),
         xnnpack=document.get("xnnpack"),
@@ -261,7 +294,7 @@ def _row_from_document(document: dict, device: Device, job: Job, attempts: int, 
 
 def _failed_row(device: Device, job: Job, reason: str, attempts: int, seconds: float,
                 notes: str) -> BenchResult:
-    return BenchResult(artifact=job.artifact.name, device=device.name, kind=device.kind,
+    return BenchResult(artifact=job.name, device=device.name, kind=device.kind,
                        threads=job.threads, status=Status.FAILED, reason=reason,
                        emulated=device.emulated,
                        latency_note=EMULATED_LATENCY_NOTE if device.emulated else "",
@@ -283,7 +316,7 @@ def _run_device(device: Device, jobs: list[Job], retries: int, notes: str,
                 try:
                     if session is None:
                         session = device.open()
-                    log(f"{device.name}: {job.artifact.name} × {job.threads} thread(s)"
+                    log(f"{device.name}: {job.name} × {job.threads} thread(s)"
                         + (f" (attempt {attempts})" if attempts > 1 else ""))
                     document = device.run_job(session, job)
                     rows.append(_row_from_document(document, device, job, attempts,
@@ -291,7 +324,7 @@ def _run_device(device: Device, jobs: list[Job], retries: int, notes: str,
                     break
                 except EdgeqdError as exc:
                     reason = str(exc)
-                    log(f"{device.name}: {job.artifact.name}: failed: {reason}")
+                    log(f"{device.name}: {job.name}: failed: {reason}")
                     # Start the next attempt (or the next job) on a fresh connection.
                     if session is not None:
                         session.close()
@@ -304,66 +337,10 @@ def _run_device(device: Device, jobs: list[Job], retries: int, notes: str,
     return rows
 
 
-def bench(artifacts: Sequence[Union[str, os.PathLike]],
-          devices: Sequence[Union[str, Device, DeviceConfig]],
-          data: Union[str, os.PathLike, None] = None,
-          threads: Sequence[int] = (1,),
-          runs: int = 50,
-          warmup: int = 5,
-          min_seconds: float = 1.0,
-          max_seconds: float = 150.0,
-          samples: int = 500,
-          xnnpack: bool = True,
-          reference: Union[str, os.PathLike, None] = "auto",
-          retries: int = 0,
-          timeout: float = 600.0,
-          benchmark_binary: Union[str, os.PathLike, None] = None,
-          profile: bool = False,
-          log: Optional[Callable[[str], None]] = None) -> list[BenchResult]:
-    """Measure every artifact on every device at every thread count.
-
-    Args:
-        artifacts: ``.tflite`` / ``.onnx`` files.
-        devices: device specs ("local", "qemu-aarch64", "ssh://pi@host", "adb:SERIAL"),
-            :class:`DeviceConfig` entries of a devices file, or :class:`Device` objects.
-        data: evaluation data shipped to the device for accuracy (``fashion-mnist``,
-            an ``.npz``, an image folder), or None for latency and memory only.
-        threads: CPU thread counts; one row per count.
-        runs: minimum timed runs.
-        warmup: warmup runs (the first inference is one of them).
-        min_seconds: minimum timed seconds; timing stops when both ``runs`` and this are met.
-        max_seconds: stop timing after this long even below ``runs``.
-        samples: evaluation samples shipped from ``data``.
-        xnnpack: let LiteRT apply XNNPACK (``--no-xnnpack`` turns it off).
-        reference: a float artifact whose outputs define top-1 agreement; "auto" picks
-            a ``*fp32*.tflite`` among ``artifacts``; None for no agreement figure.
-        retries: extra attempts for a failed row, each on a fresh connection.
-        timeout: seconds allowed for one runner invocation on a device.
-        benchmark_binary: TFLite's native ``benchmark_model`` for adb devices (Android has
-            no Python); None runs the Python runner there (Termux).
-        profile: also a per-op profile, after and apart from the timed runs, where the
-            runtime offers one (ONNX Runtime's profiler; benchmark_model's op profiling).
-        log: callable receiving progress lines (None = quiet).
-
-    Returns:
-        One :class:`BenchResult` per (artifact, device, threads), in that order; failures
-        are rows with ``status`` failed and a ``reason``.
-
-    >>> rows = bench(["model_int8.tflite"], ["local"], data="fashion-mnist")  # doctest: +SKIP
-    >>> rows[0].p50_ms, rows[0].accuracy  # doctest: +SKIP
-    (0.41, 0.894)
-    """
-    say = log or (lambda line: None)
-    paths = _check_artifacts(artifacts)
-    thread_counts = list(dict.fromkeys(int(t) for t in threads))
-    if not thread_counts or min(thread_counts) < 1:
-        raise UsageError(f"--threads must be positive integers (got {list(threads)})")
-    # Written so that NaN fails too (every comparison with NaN is False).
-    if not (runs >= 1 and warmup >= 0 and retries >= 0 and 0 <= min_seconds < math.inf
-            and 0 <= max_seconds < math.inf and 0 < timeout < math.inf):
-        raise UsageError(f"invalid timing settings: runs {runs} (≥1), warmup {warmup} (≥0), "
-                         f"min-seconds {min_seconds} (finite, ≥0), max-seconds {max_seconds} (finite, ≥0), "
-                         f"retries {retries} (≥0), timeout {timeout} (finite, >0)")
+def _device_entries(devices: Sequence[Union[str, Device, DeviceConfig]],
+                    benchmark_binary: Union[str, os.PathLike, None],
+                    say: Callable[[str], None]) -> list[tuple[Device, str]]:
+    """The devices to run on, each with its notes; ``benchmark_binary`` handed to those that take one."""
     if not devices:
         raise UsageError("give at least one --device or a --devices file")
     entries: list[tuple[Device, str]] = []
@@ -386,32 +363,73 @@ def bench(artifacts: Sequence[Union[str, os.PathLike]],
     names = [device.name for device, _ in entries]
     if len(set(names)) != len(names):
         raise UsageError(f"device names must be distinct: {names}")
+    return entries
 
+
+def _run_everywhere(entries: list[tuple[Device, str]], jobs: list[Job], retries: int,
+                    say: Callable[[str], None]) -> list[BenchResult]:
+    """Every job on every device: devices on this machine's CPU one after the other, remote ones at once."""
+    host_group = [(d, n) for d, n in entries if d.shares_host]
+    groups = [[entry] for entry in entries if not entry[0].shares_host]
+    if host_group:
+        groups.insert(0, host_group)
+
+    def run_group(group):
+        return [row for device, notes in group for row in _run_device(device, jobs, retries, notes, say)]
+
+    results: list[BenchResult] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        for rows in pool.map(run_group, groups):
+            results.extend(rows)
+    return results
+
+
+def bench(artifacts: Sequence[Union[str, os.PathLike]],
+          devices: Sequence[Union[str, Device, DeviceConfig]],
+          data: Union[str, os.PathLike, None] = None,
+          settings: Optional[BenchSettings] = None, *,
+          benchmark_binary: Union[str, os.PathLike, None] = None,
+          log: Optional[Callable[[str], None]] = None) -> list[BenchResult]:
+    """Measure every artifact on every device at every thread count.
+
+    Args:
+        artifacts: ``.tflite`` / ``.onnx`` files; same-named files from different folders
+            are told apart by their folders in the rows.
+        devices: device specs ("local", "qemu-aarch64", "ssh://pi@host", "adb:SERIAL"),
+            :class:`DeviceConfig` entries of a devices file, or :class:`Device` objects.
+        data: evaluation data shipped to the device for accuracy (``fashion-mnist``,
+            an ``.npz``, an image folder), or None for latency and memory only.
+        settings: threads, timing, samples, XNNPACK, reference, retries, timeout, profile
+            (:class:`~edgeqd.settings.BenchSettings`; its defaults when None).
+        benchmark_binary: TFLite's native ``benchmark_model`` for adb devices (Android has
+            no Python); None runs the Python runner there (Termux).
+        log: callable receiving progress lines (None = quiet).
+
+    Returns:
+        One :class:`BenchResult` per (artifact, device, threads), in that order; failures
+        are rows with ``status`` failed and a ``reason``.
+
+    >>> rows = bench(["model_int8.tflite"], ["local"], data="fashion-mnist")  # doctest: +SKIP
+    >>> rows[0].p50_ms, rows[0].accuracy  # doctest: +SKIP
+    (0.41, 0.894)
+    """
     from edgeqd.atomic import scratch_dir
 
+    settings = settings or BenchSettings()
+    say = log or (lambda line: None)
+    paths = _check_artifacts(artifacts)
+    labels = artifact_labels(paths)
+    entries = _device_entries(devices, benchmark_binary, say)
+    reference = None if settings.reference in (None, "none") else settings.reference
     with scratch_dir("edgeqd-bench") as folder:
-        data_path = prepare_data(data, samples, _pick_reference(reference, paths), folder, artifacts=paths)
-        jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=runs, warmup=warmup,
-                    min_seconds=min_seconds, max_seconds=max_seconds, xnnpack=xnnpack, timeout=timeout, profile=profile)
-                for path in paths for count in thread_counts]
-        # Devices on this machine's CPU share one worker (one at a time); remote ones get their own.
-        host_group = [(d, n) for d, n in entries if d.shares_host]
-        groups = [[entry] for entry in entries if not entry[0].shares_host]
-        if host_group:
-            groups.insert(0, host_group)
-
-        def run_group(group):
-            out = []
-            for device, notes in group:
-                out.extend(_run_device(device, jobs, retries, notes, say))
-            return out
-
-        results: list[BenchResult] = []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            for rows in pool.map(run_group, groups):
-                results.extend(rows)
-    order_artifact = {p.name: i for i, p in enumerate(paths)}
-    order_device = {name: i for i, name in enumerate(names)}
+        data_path = prepare_data(data, settings.samples, _pick_reference(reference, paths), folder, artifacts=paths)
+        jobs = [Job(artifact=path.resolve(), data=data_path, threads=count, runs=settings.runs,
+                    warmup=settings.warmup, min_seconds=settings.min_seconds, max_seconds=settings.max_seconds,
+                    xnnpack=settings.xnnpack, timeout=settings.timeout, profile=settings.profile, label=label)
+                for path, label in zip(paths, labels) for count in dict.fromkeys(settings.threads)]
+        results = _run_everywhere(entries, jobs, settings.retries, say)
+    order_artifact = {label: i for i, label in enumerate(labels)}
+    order_device = {device.name: i for i, (device, _) in enumerate(entries)}
     results.sort(key=lambda r: (order_artifact[r.artifact], order_device[r.device], r.threads))
     return results
 

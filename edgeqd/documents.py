@@ -10,7 +10,7 @@ Three documents cross stage boundaries:
   (defined in :mod:`edgeqd.devices.runner`, which imports nothing from edgeqd).
 
 :func:`write_document` is the only writer (atomic, strict JSON: a NaN can never be
-written); :func:`read_document` is the only reader: it says what a file is by its
+written: :func:`to_json` names where a NaN sits); :func:`read_document` is the only reader: it says what a file is by its
 schema id, loads files edgeqd wrote before schema ids existed (they are recognised
 by their keys and upgraded in memory), and refuses anything else with a message
 naming what it expected.
@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from edgeqd.errors import DataError, UsageError
+from edgeqd.errors import DataError, EdgeqdError, UsageError
 
 MANIFEST_SCHEMA = "edgeqd-manifest/1"
 BENCH_SCHEMA = "edgeqd-bench/1"
@@ -43,6 +44,52 @@ MANIFEST_CORE = ("schema", "edgeqd_version", "created", "libraries", "input_mode
 # The libraries that shape an artifact or a measurement, recorded in every document.
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "tensorflow-model-optimization", "onnx",
              "onnxruntime", "tf2onnx", "ai-edge-litert", "numpy")
+
+
+class NonFiniteJSONError(EdgeqdError):
+    """A document to be written holds NaN or ±inf, which JSON cannot represent."""
+
+
+def _non_finite(value: Any, path: str = "") -> Optional[tuple[str, float]]:
+    """The first non-finite float in ``value`` and where it is ("artifacts[1].max_abs_diff"), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "the document", value)
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key}]" if isinstance(key, int)
+                            else f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def to_json(document: Any, what: str = "document", **kwargs: Any) -> str:
+    """``json.dumps(document, allow_nan=False, indent=2, default=str)``, with a readable error.
+
+    Args:
+        document: what to serialise.
+        what: what it is, for the error message ("manifest.json").
+        **kwargs: passed on to :func:`json.dumps` (they replace ``indent=2, default=str``).
+
+    Raises:
+        NonFiniteJSONError: the document holds NaN or ±inf (exit 1: a figure edgeqd
+            computed is not a number; the message names where).
+
+    >>> to_json({"max_drop": 1.0}, indent=None)
+    '{"max_drop": 1.0}'
+    >>> to_json({"max_drop": float("nan")}, "manifest.json")
+    Traceback (most recent call last):
+    edgeqd.documents.NonFiniteJSONError: refusing to write manifest.json: max_drop is nan, which JSON cannot hold
+    """
+    try:
+        return json.dumps(document, allow_nan=False, **{"indent": 2, "default": str, **kwargs})
+    except ValueError as exc:
+        found = _non_finite(document)
+        if found is None:  # numpy scalars and friends reach json through ``default``
+            raise NonFiniteJSONError(f"refusing to write {what}: it holds a non-finite number ({exc})") from None
+        raise NonFiniteJSONError(f"refusing to write {what}: {found[0]} is {found[1]}, "
+                                 "which JSON cannot hold") from None
 
 
 def library_versions() -> dict[str, Optional[str]]:
@@ -200,7 +247,7 @@ def write_document(path: str | Path, document: dict[str, Any], force: bool = Fal
 
     if document.get("schema") not in SCHEMAS:
         raise ValueError(f"refusing to write a document without a known schema id: {document.get('schema')!r}")
-    text = json.dumps(document, indent=2, allow_nan=False, default=str) + "\n"
+    text = to_json(document, Path(path).name) + "\n"
     path = Path(path)
     with atomic_file(path, force=force) as tmp:
         tmp.write_text(text, encoding="utf-8")

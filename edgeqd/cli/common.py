@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -72,9 +71,9 @@ def print_json(data: Any) -> None:
         data: anything ``json.dumps`` accepts (non-JSON values are turned into strings;
             NaN and infinities are refused, as they are not JSON).
     """
-    from edgeqd.strict_json import dumps
+    from edgeqd.documents import to_json
 
-    click.echo(dumps(data, "JSON output", indent=2, default=str))
+    click.echo(to_json(data, "JSON output"))
 
 
 def console(markup: bool = True):

@@ -345,15 +345,30 @@ def load_for_model(model, data: str | os.PathLike | Dataset, seed: int = 0) -> D
     from edgeqd.models import model_signature
 
     input_shape, num_classes = model_signature(model)
-    if isinstance(data, Dataset):
-        validate_dataset(data)
-        dataset = data
-    else:
-        image_size = tuple(input_shape[:2]) if len(input_shape) == 3 and None not in input_shape[:2] else None
-        channels = int(input_shape[-1]) if len(input_shape) == 3 and input_shape[-1] in (1, 3, 4) else 3
-        dataset = load_dataset(data, image_size=image_size, channels=channels, seed=seed)
+    dataset = load_for_input(data, input_shape, seed)
     check_fits_model(dataset, input_shape, num_classes)
     return with_class_names(dataset, num_classes)  # labels.txt needs a name per output
+
+
+def load_for_input(data: str | os.PathLike | Dataset, input_shape: Sequence[Optional[int]], seed: int = 0) -> Dataset:
+    """Load ``--data`` for an input of ``input_shape`` (one sample, no batch axis).
+
+    Image folders are resized to its height and width and decoded with its channel
+    count — the same way for a Keras model (:func:`load_for_model`) and for an artifact
+    (``edgeqd bench``).
+
+    Args:
+        data: a dataset spec for :func:`load_dataset`, or a loaded :class:`Dataset`.
+        input_shape: the per-sample input shape; None or -1 marks a free dimension.
+        seed: seed of the held-out split when the data has none.
+    """
+    if isinstance(data, Dataset):
+        validate_dataset(data)
+        return data
+    shape = [None if d is None or d < 0 else int(d) for d in input_shape]
+    image_size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
+    channels = int(shape[-1]) if len(shape) == 3 and shape[-1] in (1, 3, 4) else 3
+    return load_dataset(data, image_size=image_size, channels=channels, seed=seed)
 
 
 def calibration_subset(dataset: Dataset, samples: int, seed: int = 0) -> tuple[np.ndarray, Optional[str]]:

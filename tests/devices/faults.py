@@ -10,6 +10,7 @@ from typing import Callable
 
 from edgeqd.devices import bench
 from edgeqd.types import BenchResult
+from edgeqd.settings import BenchSettings
 
 
 def bench_with_dropped_connection(model: Path, device, remote_tmp: Path,
@@ -29,7 +30,7 @@ def bench_with_dropped_connection(model: Path, device, remote_tmp: Path,
     result = {}
 
     def run():
-        result["rows"] = bench([model], [device], runs=5, min_seconds=60, max_seconds=120, timeout=120)
+        result["rows"] = bench([model], [device], settings=BenchSettings(runs=5, min_seconds=60, max_seconds=120, timeout=120))
 
     worker = threading.Thread(target=run)
     worker.start()

@@ -16,8 +16,9 @@ from faults import bench_with_dropped_connection
 
 from edgeqd.devices import DeviceConfig, bench
 from edgeqd.types import Status
+from edgeqd.settings import BenchSettings
 
-FAST = dict(runs=5, warmup=1, min_seconds=0.0, samples=100)
+FAST = BenchSettings(runs=5, warmup=1, min_seconds=0.0, samples=100)
 
 # A stand-in for TFLite's native benchmark_model (no Android binary can run here): it prints a
 # transcript in the real tool's format and echoes the flags it got, so edgeqd's side of the
@@ -51,7 +52,7 @@ esac
 
 def test_adb_runner_odd_path_matches_local(adb_device, models, odd_named_int8):
     device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
-    rows = bench([odd_named_int8, models["int8.onnx"]], ["local", device], data="fashion-mnist", **FAST)
+    rows = bench([odd_named_int8, models["int8.onnx"]], ["local", device], data="fashion-mnist", settings=FAST)
     assert all(r.ok for r in rows), [r.reason for r in rows]
     for artifact in (odd_named_int8.name, "model_int8.onnx"):
         local, remote = [r for r in rows if r.artifact == artifact]
@@ -64,8 +65,8 @@ def test_adb_benchmark_binary(adb_device, models, tmp_path):
     binary = tmp_path / "benchmark_model"
     binary.write_text(STAND_IN)
     device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
-    rows = bench([models["int8.tflite"]], [device], threads=[2], benchmark_binary=binary, runs=7,
-                 min_seconds=0.5, data="fashion-mnist", samples=10)
+    rows = bench([models["int8.tflite"]], [device], data="fashion-mnist", benchmark_binary=binary,
+                 settings=BenchSettings(threads=(2,), runs=7, min_seconds=0.5, samples=10))
     row = rows[0]
     assert row.ok, row.reason
     assert row.runtime == "benchmark_model" and row.mean_ms == pytest.approx(0.09225)
@@ -82,7 +83,7 @@ def test_adb_benchmark_binary_op_profile(adb_device, models, tmp_path):
     binary = tmp_path / "benchmark_model"
     binary.write_text(STAND_IN)
     device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
-    row = bench([models["int8.tflite"]], [device], benchmark_binary=binary, profile=True, **FAST)[0]
+    row = bench([models["int8.tflite"]], [device], settings=FAST.replace(profile=True), benchmark_binary=binary)[0]
     assert row.ok, row.reason
     assert "--enable_op_profiling=true" in row.raw["benchmark_model_output"]
     # The profile block's own "count=" line leaves the benchmark's figures alone.
@@ -96,12 +97,12 @@ def test_adb_benchmark_binary_failure_is_a_row(adb_device, models, tmp_path):
     binary = tmp_path / "benchmark_model"
     binary.write_text("#!/bin/sh\necho 'ERROR: Failed to allocate tensors.' >&2\nexit 1\n")
     device = DeviceConfig(spec=adb_device.spec, name="phone", options=adb_device.options())
-    row = bench([models["int8.tflite"]], [device], benchmark_binary=binary, **FAST)[0]
+    row = bench([models["int8.tflite"]], [device], settings=FAST, benchmark_binary=binary)[0]
     assert row.status == Status.FAILED and "Failed to allocate tensors" in row.reason
 
 
 def test_unknown_serial_is_a_failed_row(adb_device, models):
-    row = bench([models["int8.tflite"]], ["adb:no-such-phone"], **FAST)[0]
+    row = bench([models["int8.tflite"]], ["adb:no-such-phone"], settings=FAST)[0]
     assert row.status == Status.FAILED and "not available" in row.reason
 
 
@@ -127,7 +128,7 @@ def test_adb_backed_by_arm_sysroot(tmp_path_factory, aarch64_sysroot, models):
     setup = AdbSetup(tmp_path_factory.mktemp("adb-arm"), python_shim=shim)
     try:
         device = DeviceConfig(spec=setup.spec, name="arm-over-adb", options=setup.options())
-        local, remote = bench([models["int8.tflite"]], ["local", device], data="fashion-mnist", **FAST)
+        local, remote = bench([models["int8.tflite"]], ["local", device], data="fashion-mnist", settings=FAST)
         assert remote.ok, remote.reason
         assert remote.device_info["machine"] == "aarch64" and remote.accuracy == local.accuracy
         assert remote.emulated

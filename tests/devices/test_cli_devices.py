@@ -80,3 +80,28 @@ def test_devices_list_and_probe(tmp_path):
     assert done.returncode == 0 and json.loads(done.stdout)["device"]["cores"] >= 1
     done = edgeqd("devices", "probe", "ssh://nobody@127.0.0.1:1")
     assert done.returncode == 5 and "ssh connection failed" in done.stderr
+
+
+def test_same_named_artifacts_from_two_folders_are_two_rows_labelled_by_folder(models, tmp_path):
+    """Comparing ptq/model_int8.tflite with qat/model_int8.tflite: one row each, told apart by folder."""
+    import shutil
+
+    for folder in ("ptq", "qat"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(models["int8.tflite"], tmp_path / folder / "model_int8.tflite")
+    out = tmp_path / "bench.json"
+    done = edgeqd("bench", str(tmp_path / "ptq" / "model_int8.tflite"), str(tmp_path / "qat" / "model_int8.tflite"),
+                  "--device", "local", "--out", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert document["schema"] == "edgeqd-bench/1"
+    assert [r["artifact"] for r in document["rows"]] == ["ptq/model_int8.tflite", "qat/model_int8.tflite"]
+    assert "ptq/" in done.stdout and "qat/" in done.stdout  # the table may fold long labels
+
+
+def test_json_flag_prints_the_document_instead_of_the_table(models):
+    done = edgeqd("bench", str(models["int8.tflite"]), "--device", "local", "--json", *FAST)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["schema"] == "edgeqd-bench/1" and document["rows"][0]["status"] == "ok"
+    assert document["settings"]["runs"] == 5 and document["settings"]["threads"] == [1]

@@ -24,6 +24,7 @@ from edgeqd.devices import load_devices_file
 from edgeqd.devices.base import RUNNER
 from edgeqd.devices.fleet_yaml import MAX_FLEET_BYTES
 from edgeqd.errors import UsageError
+from edgeqd.settings import BenchSettings
 
 # The issue's "billion laughs": 9 levels of 9 aliases, 387 million strings once expanded.
 BILLION_LAUGHS = """\
@@ -326,7 +327,7 @@ def test_an_adb_server_edgeqd_started_is_stopped(private_adb_port, tiny_onnx):
     address = adb_server_address()
     assert address == ("localhost", private_adb_port) and not adb_server_running(address)
     # No phone answers at this serial: the row fails, but adb started its server to find that out.
-    rows = bench([tiny_onnx], [f"adb:127.0.0.1:{_free_port()}"], runs=1, min_seconds=0.0)
+    rows = bench([tiny_onnx], [f"adb:127.0.0.1:{_free_port()}"], settings=BenchSettings(runs=1, min_seconds=0.0))
     assert not rows[0].ok and "daemon started" in rows[0].reason, rows[0].reason
     assert _wait_for(lambda: not adb_server_running(address)), "edgeqd left its adb server running"
     with pytest.raises(DeviceError):
@@ -341,7 +342,7 @@ def test_an_adb_server_the_user_started_is_left_running(private_adb_port, tiny_o
     subprocess.run(["adb", "start-server"], capture_output=True, timeout=30, check=True)
     address = adb_server_address()
     assert adb_server_running(address)
-    rows = bench([tiny_onnx], [f"adb:127.0.0.1:{_free_port()}"], runs=1, min_seconds=0.0)
+    rows = bench([tiny_onnx], [f"adb:127.0.0.1:{_free_port()}"], settings=BenchSettings(runs=1, min_seconds=0.0))
     assert not rows[0].ok
     time.sleep(0.5)  # a kill-server would have closed the port by now
     assert adb_server_running(address), "edgeqd stopped the user's adb server"

@@ -7,8 +7,9 @@ import pytest
 from edgeqd.devices import bench
 from edgeqd.devices.qemu import build_sysroot, qemu_missing_reason, sysroot_dir, sysroot_ready
 from edgeqd.types import EMULATED_LATENCY_NOTE
+from edgeqd.settings import BenchSettings
 
-FAST = dict(runs=5, warmup=1, min_seconds=0.0, samples=100)
+FAST = BenchSettings(runs=5, warmup=1, min_seconds=0.0, samples=100)
 
 pytestmark = [pytest.mark.qemu]
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.qemu]
 @pytest.mark.slow
 def test_qemu_accuracy_equals_local(models, aarch64_sysroot):
     artifacts = [models["int8.tflite"], models["fp32.tflite"], models["int8.onnx"]]
-    rows = bench(artifacts, ["local", "qemu-aarch64"], data="fashion-mnist", **FAST)
+    rows = bench(artifacts, ["local", "qemu-aarch64"], data="fashion-mnist", settings=FAST)
     assert len(rows) == 6 and all(r.ok for r in rows), [r.reason for r in rows]
     for artifact in artifacts:
         local, emulated = [r for r in rows if r.artifact == artifact.name]
@@ -54,8 +55,8 @@ def test_armv7_tflite_accuracy_equals_local(models):
         pytest.skip(reason)
     build_sysroot("qemu-armv7")
     artifacts = [models["int8.tflite"], models["fp32.tflite"], models["int8.onnx"]]
-    rows = bench(artifacts, ["local", "qemu-armv7"], data="fashion-mnist", runs=3, warmup=1, min_seconds=0.0,
-                 samples=50)
+    rows = bench(artifacts, ["local", "qemu-armv7"], data="fashion-mnist",
+                 settings=BenchSettings(runs=3, warmup=1, min_seconds=0.0, samples=50))
     for artifact in artifacts[:2]:
         local, emulated = [r for r in rows if r.artifact == artifact.name]
         assert emulated.ok, emulated.reason

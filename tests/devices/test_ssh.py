@@ -16,8 +16,9 @@ from faults import bench_with_dropped_connection
 
 from edgeqd.devices import DeviceConfig, bench
 from edgeqd.types import EMULATED_LATENCY_NOTE, Status
+from edgeqd.settings import BenchSettings
 
-FAST = dict(runs=5, warmup=1, min_seconds=0.0, samples=100)
+FAST = BenchSettings(runs=5, warmup=1, min_seconds=0.0, samples=100)
 pytestmark = [pytest.mark.ssh]
 
 
@@ -27,7 +28,7 @@ def host_python_device(sshd, **extra) -> DeviceConfig:
 
 def test_ssh_bench_odd_path_matches_local(sshd, models, odd_named_int8):
     rows = bench([odd_named_int8, models["fp32.tflite"]], ["local", host_python_device(sshd)],
-                 data="fashion-mnist", **FAST)
+                 data="fashion-mnist", settings=FAST)
     assert all(r.ok for r in rows), [r.reason for r in rows]
     for artifact in (odd_named_int8.name, "model_fp32.tflite"):
         local, remote = [r for r in rows if r.artifact == artifact]
@@ -47,7 +48,7 @@ def test_unreachable_host_and_bad_host_key_are_failed_rows(sshd, models, tmp_pat
                            options=sshd.options(python=sys.executable,
                                                 ssh_options=[f"UserKnownHostsFile={wrong_keys}"]))
     started = time.monotonic()
-    rows = bench([models["int8.tflite"]], ["local", refused, spoofed], **FAST)
+    rows = bench([models["int8.tflite"]], ["local", refused, spoofed], settings=FAST)
     by_device = {r.device: r for r in rows}
     assert by_device["local"].ok
     assert by_device["refused"].status == Status.FAILED and "refused" in by_device["refused"].reason.lower()
@@ -68,7 +69,7 @@ def test_connection_killed_mid_run(sshd, models):
 @pytest.mark.qemu
 def test_ssh_into_arm_sysroot(arm_sshd, models):
     device = DeviceConfig(spec=arm_sshd.spec, name="pi-over-ssh", options=arm_sshd.options())
-    rows = bench([models["int8.tflite"]], ["local", device], data="fashion-mnist", **FAST)
+    rows = bench([models["int8.tflite"]], ["local", device], data="fashion-mnist", settings=FAST)
     local, remote = rows
     assert remote.ok, remote.reason
     assert remote.device_info["machine"] == "aarch64" and remote.device_info["cpu"] == "Cortex-A72"
