@@ -1,10 +1,29 @@
 """edgeqd: distil, quantize, convert and measure Keras models for edge devices.
 
-Importing this package sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is
-imported anywhere, because TensorFlow Model Optimization works only with the
-legacy Keras 2 (``tf_keras``). Code in edgeqd writes ``import tf_keras as keras``.
+The public API, grouped by intent (imported lazily, so ``import edgeqd`` stays fast
+and does not load TensorFlow until a function is used):
+
+* run the pipeline: :func:`convert` ([distil] → [QAT] → verified TFLite/ONNX,
+  manifest, bundle) and its QAT preset :func:`quantize`;
+* train: :func:`distill` (a student from a teacher);
+* measure: :func:`bench` (latency, memory, accuracy on devices);
+* look: :func:`inspect_artifact`, :func:`write_report`;
+* settings (validated dataclasses): :class:`ConvertSettings`, :class:`CalibrationSettings`,
+  :class:`VerifySettings`, :class:`QATSettings`, :class:`DistillSettings`, :class:`BenchSettings`.
+
+>>> import edgeqd
+>>> settings = edgeqd.ConvertSettings(qat=edgeqd.QATSettings(epochs=1))
+>>> settings.mode
+'qat'
+>>> edgeqd.convert("model.keras", "fashion-mnist", "out/", settings)  # doctest: +SKIP
+
+Importing this package sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported
+anywhere, because TensorFlow Model Optimization works only with the legacy Keras 2
+(``tf_keras``); code in edgeqd writes ``import tf_keras as keras``. Users' Keras 3
+models are translated at the boundary.
 """
 
+import importlib as _importlib
 import os as _os
 
 # TFMOT needs Keras 2; this must happen before the first `import tensorflow`.
@@ -15,4 +34,33 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# name → module that defines it. The stage packages are nouns (distillation, quantization,
+# reporting) so that importing one never binds a module over the function of the same verb.
+_API = {
+    "convert": "edgeqd.pipeline", "ConvertResult": "edgeqd.pipeline",
+    "quantize": "edgeqd.quantization",
+    "distill": "edgeqd.distillation",
+    "bench": "edgeqd.devices",
+    "inspect_artifact": "edgeqd.artifact_info",
+    "write_report": "edgeqd.reporting",
+    "load_model": "edgeqd.models",
+    "ConvertSettings": "edgeqd.settings", "CalibrationSettings": "edgeqd.settings",
+    "VerifySettings": "edgeqd.settings", "QATSettings": "edgeqd.settings",
+    "DistillSettings": "edgeqd.settings", "BenchSettings": "edgeqd.settings",
+    "EdgeqdError": "edgeqd.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    """Import a public name on first use (PEP 562)."""
+    if name not in _API:
+        raise AttributeError(f"module 'edgeqd' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_API))

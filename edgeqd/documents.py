@@ -151,6 +151,15 @@ def add_section(manifest: dict[str, Any], name: str, content: Any) -> None:
     manifest[name] = content
 
 
+def reference_label(manifest: dict[str, Any]) -> str:
+    """Name of the model every artifact was compared with: the float model the stages started from.
+
+    Args:
+        manifest: the content of ``manifest.json``.
+    """
+    return "Keras (float student)" if manifest.get("distillation") else "Keras (float)"
+
+
 def new_bench_document(rows: Sequence[dict], settings: dict[str, Any]) -> dict[str, Any]:
     """The bench document: settings, the emulation label and every row.
 

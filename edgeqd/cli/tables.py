@@ -7,6 +7,8 @@ from typing import Any, Optional
 from rich.markup import escape
 from rich.table import Table
 
+from edgeqd.documents import reference_label
+
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
@@ -14,15 +16,6 @@ def _pct(value: Optional[float]) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
-
-
-def reference_label(manifest: dict[str, Any]) -> str:
-    """Name of the model every artifact was compared with: the float model the stages started from.
-
-    Args:
-        manifest: the content of ``manifest.json``.
-    """
-    return "Keras (float student)" if manifest.get("distillation") else "Keras (float)"
 
 
 def convert_table(manifest: dict[str, Any]) -> Table:

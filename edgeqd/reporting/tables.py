@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from edgeqd.cli.tables import reference_label
+from edgeqd.documents import reference_label
 from edgeqd.documents import MANIFEST_CORE
 from edgeqd.reporting.load import ReportData, Run
 
