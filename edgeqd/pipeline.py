@@ -141,11 +141,8 @@ def _distil_stage(run: _Run, teacher, data) -> Any:
 
     settings = run.settings.distill
     run.report(f"distilling a {settings.student} student (up to {settings.epochs} epochs)", 0, 1)
-    options = settings.to_dict()
-    student = options.pop("student")
-    options["patience"] = options["patience"] or None  # TODO(issue 11): distill() takes DistillSettings
-    result = distill(teacher, data, student, run.scratch / "student.keras", seed=run.settings.seed,
-                     unsafe_deserialization=run.unsafe_deserialization, progress=False, **options)
+    result = distill(teacher, data, settings, run.scratch / "student.keras", seed=run.settings.seed,
+                     unsafe_deserialization=run.unsafe_deserialization, progress=False)
     run.copies = [Path(p) for p in (result.student_path, result.report_path) if p]
     # The student is copied into the output folder: point the manifest at those copies.
     run.sections["distillation"] = {**result.to_dict(), "student_path": run.copies[0].name,
