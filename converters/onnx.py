@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeqd.converters import ConversionContext, register_converter
+from edgeqd.converters.registry import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
 
 ONNX_OPSET = 17

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeqd.converters import ConversionContext, register_converter
+from edgeqd.converters.registry import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
 
 
