@@ -20,37 +20,12 @@ reports the same schema; :func:`bench` is the one public function behind
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
-
-DEVICES: dict[str, type] = {}
-
-_T = TypeVar("_T")
-
-
-def register_device(name: str) -> Callable[[_T], _T]:
-    """Class decorator that registers a :class:`~edgeqd.devices.base.Device` kind under ``name``.
-
-    Args:
-        name: the kind's name, as written in a device spec ("local", "ssh").
-
-    >>> @register_device("example")  # doctest: +SKIP
-    ... class ExampleDevice(Device): ...
-    """
-
-    def decorate(cls: _T) -> _T:
-        if name in DEVICES and DEVICES[name] is not cls:
-            raise ValueError(f"device kind {name!r} is registered twice")
-        cls.kind = name  # type: ignore[attr-defined]
-        DEVICES[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return decorate
-
+from edgeqd.devices.registry import DEVICES, register_device
 
 # Transports register themselves on import; the order is the order of `devices list`.
-from edgeqd.devices import local, qemu, ssh, adb  # noqa: E402,F401
-from edgeqd.devices.base import Device, device_from_spec  # noqa: E402
-from edgeqd.devices.bench import bench, load_devices_file, DeviceConfig  # noqa: E402
+from edgeqd.devices import local, qemu, ssh, adb  # noqa: F401
+from edgeqd.devices.base import Device, device_from_spec
+from edgeqd.devices.bench import bench, load_devices_file, DeviceConfig
 
 __all__ = ["DEVICES", "register_device", "Device", "device_from_spec", "bench",
            "load_devices_file", "DeviceConfig"]

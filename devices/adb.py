@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
-from edgeqd.devices import register_device
+from edgeqd.devices.registry import register_device
 from edgeqd.devices.base import Completed, Device, DeviceRunError, Job, Session, run_process, tail
 from edgeqd.devices.benchmark_model import BenchmarkModelOutputError, parse_benchmark_model_output
 from edgeqd.errors import DeviceError, UsageError

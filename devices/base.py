@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
+from edgeqd.devices.registry import DEVICES
 from edgeqd.errors import DeviceError, UsageError
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -363,8 +364,6 @@ def device_from_spec(spec: str, name: Optional[str] = None, options: Optional[di
     >>> device_from_spec("local").kind
     'local'
     """
-    from edgeqd.devices import DEVICES
-
     for cls in DEVICES.values():
         if cls.matches(spec):
             return cls(spec, name=name, options=options)

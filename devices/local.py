@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from edgeqd.devices import register_device
+from edgeqd.devices.registry import register_device
 from edgeqd.devices.base import Completed, Device, Session, run_process
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from edgeqd.devices import register_device
+from edgeqd.devices.registry import register_device
 from edgeqd.devices.base import Device, run_process, tail
 from edgeqd.devices.local import LocalSession
 from edgeqd.errors import DeviceError

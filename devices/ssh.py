@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
-from edgeqd.devices import register_device
+from edgeqd.devices.registry import register_device
 from edgeqd.devices.base import RUNNER, Completed, Device, DeviceRunError, Session, run_process, tail
 from edgeqd.errors import DeviceError, UsageError
 
