@@ -4,14 +4,14 @@ An artifact's outputs on the held-out samples are compared with the reference
 outputs (the original float Keras model's) and with the labels: accuracy, top-1
 agreement, mean |Δ|. ``max_drop`` turns an accuracy loss into a problem (exit 4).
 
->>> ev = evaluate_outputs(np.eye(2), np.eye(2), np.array([0, 0]))
->>> ev.accuracy, ev.agreement
-(0.5, 1.0)
-
 Artifacts run through the device runner's own adapter (:mod:`edgeqd.devices.runner`:
 LiteRT for ``.tflite``, ONNX Runtime for ``.onnx``), batched here; integer inputs and
 outputs are quantized and dequantized with the artifact's own scale and zero point, so
 every artifact is compared in the float units of the Keras model.
+
+>>> ev = evaluate_outputs(np.eye(2), np.eye(2), np.array([0, 0]))
+>>> ev.accuracy, ev.agreement
+(0.5, 1.0)
 """
 
 from __future__ import annotations
