@@ -29,7 +29,7 @@ from edgeqd.converters.tflite import representative_dataset  # noqa: E402
 from edgeqd.data import load_dataset  # noqa: E402
 from edgeqd.demo import train_demo_teacher  # noqa: E402
 from edgeqd.models import load_model  # noqa: E402
-from edgeqd.pipeline import calibration_subset  # noqa: E402
+from edgeqd.data import calibration_subset  # noqa: E402
 from edgeqd.verify import evaluate_outputs, predict  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     data = load_dataset("fashion-mnist")
     reference = model.predict(data.x_eval, batch_size=256, verbose=0)
     keras_acc = float((reference.argmax(1) == data.y_eval).mean())
-    calibration = calibration_subset(data, 200, seed=0)
+    calibration, _ = calibration_subset(data, 200, seed=0)
     work = Path(tempfile.mkdtemp(prefix="edgeqd-bench-"))
     rows = []  # (name, path, runtime, seconds)
 
