@@ -60,8 +60,10 @@ def demo_like_models(folder: Path) -> tuple[Path, Path]:
 def run_edgeqd(model: Path, threads: int, runs: int) -> dict:
     """One ``edgeqd bench --device local`` row (the public function the CLI calls)."""
     from edgeqd.devices import bench
+    from edgeqd.settings import BenchSettings
 
-    row = bench([model], ["local"], threads=[threads], runs=runs, warmup=5, min_seconds=0, reference=None)[0]
+    settings = BenchSettings(threads=(threads,), runs=runs, warmup=5, min_seconds=0.0, reference="none")
+    row = bench([model], ["local"], settings=settings)[0]
     if not row.ok:
         raise SystemExit(f"edgeqd bench failed: {row.reason}")
     return {"p50": row.p50_ms, "mean": row.mean_ms}
