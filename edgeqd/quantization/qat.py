@@ -1,6 +1,6 @@
 """The QAT stage: quantization-aware fine-tuning with TFMOT, with the teacher in the SGD steps.
 
-:func:`train_qat` takes any real Keras model through :func:`edgeqd.quantization.rewrite.prepare_qat`
+:func:`train_qat` takes any real Keras model through :func:`edgeqd.quantization.prepare.prepare_qat`
 (rewrites TFMOT rejects into equivalents, checks them, leaves the rest float) and
 fine-tunes the fake-quant model. With a teacher, distillation happens in the SGD steps
 (the loss and its T² factor come from :mod:`edgeqd.distillation`, the same code
@@ -159,7 +159,7 @@ def train_qat(model, dataset: Dataset, settings: QATSettings, *, teacher=None, t
 
     from edgeqd.distillation import (check_compatible, check_teacher_outputs_logits, logits_model,
                                      parse_layer_pairs)
-    from edgeqd.quantization.rewrite import prepare_qat
+    from edgeqd.quantization.prepare import prepare_qat
 
     report = progress or (lambda step, done, total: None)
     started = time.perf_counter()
