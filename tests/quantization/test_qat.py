@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from edgeqd.cli import cli
 from edgeqd.settings import ConvertSettings, QATSettings
-from test_rewrite import conv1d_model, conv_relu_bn_model, mini_xception_model
+from qat_models import conv1d_model, conv_relu_bn_model, mini_xception_model
 
 N_TRAIN, N_EVAL = 400, 200
 QAT_FORMATS = "tflite-int8,onnx-int8"
