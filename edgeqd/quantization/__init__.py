@@ -1,8 +1,11 @@
 """Quantization: QAT with the teacher in the loop (TFMOT), after rewriting what TFMOT rejects.
 
 * :mod:`edgeqd.quantization.qat` — the QAT stage of the pipeline (:func:`train_qat`);
+* :mod:`edgeqd.quantization.prepare` — the model TFMOT will train: rewritten, annotated,
+  and the list of layers left float;
 * :mod:`edgeqd.quantization.rewrite` — equivalent rewrites of layer patterns TFMOT
-  rejects, checked numerically, and the list of layers left float.
+  rejects, checked numerically;
+* :mod:`edgeqd.quantization.graph` — the functional-graph helpers the rewrites use.
 
 :func:`quantize` is a preset of :func:`edgeqd.pipeline.convert` with QAT on.
 Post-training quantization needs no stage of its own: the converters calibrate.
