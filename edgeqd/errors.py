@@ -61,3 +61,11 @@ class DeviceError(EdgeqdError):
 
 class ArtifactError(ModelError):
     """An artifact (``.tflite``/``.onnx``) that is missing, truncated, corrupt or of an unknown kind."""
+
+
+class NativeCrashError(ConversionError):
+    """A stage run in a child process (:mod:`edgeqd.isolate`) died in native code (a signal, no exception).
+
+    Args:
+        message: one line naming the stage, the signal and what to try.
+    """

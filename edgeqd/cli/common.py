@@ -95,7 +95,13 @@ def native_logs_captured() -> Iterator[Optional[int]]:
     Yields a duplicate of the real stderr descriptor for our own output (None when
     stderr has no descriptor, e.g. under a test runner). If something other than an
     edgeqd error escapes, the captured lines are replayed: they then matter.
+
+    A native crash (SIGSEGV, SIGABRT, …) kills the process before anything is replayed,
+    so meanwhile :mod:`faulthandler` writes its report to the *real* stderr: the user
+    sees "Fatal Python error: Segmentation fault" and the Python stack, not silence.
     """
+    import faulthandler
+
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -104,6 +110,10 @@ def native_logs_captured() -> Iterator[Optional[int]]:
         return
     log = tempfile.TemporaryFile()
     os.dup2(log.fileno(), 2)
+    # faulthandler keeps the file's descriptor, not the object: hand it its own duplicate.
+    real_stderr = os.fdopen(os.dup(saved), "w")
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.enable(file=real_stderr)
     try:
         yield saved
     except (EdgeqdError, KeyboardInterrupt, SystemExit):  # ours, Ctrl-C/SIGTERM: the log says nothing new
@@ -123,6 +133,10 @@ def native_logs_captured() -> Iterator[Optional[int]]:
         os.dup2(saved, 2)
         os.close(saved)
         log.close()
+        faulthandler.disable()
+        real_stderr.close()
+        if was_enabled:  # PYTHONFAULTHANDLER=1 or the test runner: back to sys.stderr
+            faulthandler.enable()
 
 
 @contextlib.contextmanager
