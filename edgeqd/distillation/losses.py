@@ -69,16 +69,21 @@ def kd_loss(teacher_logits, student_logits, temperature: float = DEFAULT_TEMPERA
 
 
 def hard_label_loss(labels, student_logits):
-    """Cross-entropy of the student's logits against integer class labels, averaged over the batch.
+    """Cross-entropy of the student's logits against the labels, averaged over the batch.
 
     Args:
-        labels: integer labels, shape (batch,) or (batch, 1).
+        labels: integer labels, shape (batch,) or (batch, 1); or class probabilities
+            (batch, classes), e.g. labels mixed by mixup.
         student_logits: logits, shape (batch, classes).
 
     >>> import numpy as np
     >>> round(float(hard_label_loss(np.array([0]), np.array([[0., 0.]]))), 4)  # ln 2
     0.6931
     """
+    student_logits = tf.convert_to_tensor(student_logits)
+    if len(labels.shape) == 2 and labels.shape[-1] == student_logits.shape[-1] and labels.shape[-1] != 1:
+        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.float32), logits=tf.cast(student_logits, tf.float32)))
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=labels, logits=tf.cast(student_logits, tf.float32)))

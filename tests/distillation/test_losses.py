@@ -164,3 +164,88 @@ def test_bad_term_settings_are_usage_errors(name, args, kwargs, words):
     with pytest.raises(UsageError) as error:
         getattr(edgeqd.distillation, name)(*args, **kwargs)
     assert words in str(error.value)
+
+
+# --------------------------------------------------------------------------- decoupled KD
+
+def _hand_dkd_parts(teacher, student, labels, temperature):
+    """Per-sample TCKD and NCKD from their definitions (Zhao et al. 2022, eq. 1–4), in float64."""
+    p, q = _softmax(teacher / temperature), _softmax(student / temperature)
+    tckd, nckd = [], []
+    for i, t in enumerate(labels):
+        b_teacher = np.array([p[i, t], 1 - p[i, t]])
+        b_student = np.array([q[i, t], 1 - q[i, t]])
+        tckd.append((b_teacher * np.log(b_teacher / b_student)).sum())
+        others = [j for j in range(p.shape[1]) if j != t]
+        p_hat, q_hat = p[i, others] / p[i, others].sum(), q[i, others] / q[i, others].sum()
+        nckd.append((p_hat * np.log(p_hat / q_hat)).sum())
+    return np.array(tckd), np.array(nckd)
+
+
+@pytest.mark.parametrize("temperature, tckd_weight, nckd_weight", [(1.0, 1.0, 1.0), (4.0, 1.0, 8.0),
+                                                                   (2.0, 0.5, 2.0)])
+def test_dkd_matches_a_hand_computation(temperature, tckd_weight, nckd_weight):
+    from edgeqd.distillation import DecoupledKD, dkd_terms
+
+    tckd, nckd = _hand_dkd_parts(TEACHER, STUDENT, LABELS, temperature)
+    terms = dkd_terms(TEACHER, STUDENT, LABELS, temperature)
+    assert float(terms["tckd"]) == pytest.approx(temperature ** 2 * tckd.mean(), rel=LOSS_TOL)
+    assert float(terms["nckd"]) == pytest.approx(temperature ** 2 * nckd.mean(), rel=LOSS_TOL)
+    expected = temperature ** 2 * (tckd_weight * tckd + nckd_weight * nckd).mean()
+    term = DecoupledKD(temperature, tckd_weight, nckd_weight)
+    assert float(term.compute_loss(TEACHER, STUDENT, LABELS)) == pytest.approx(expected, rel=LOSS_TOL)
+
+
+def test_kd_is_tckd_plus_nckd_weighed_by_the_teachers_non_target_mass():
+    # The paper's eq. 5, the reason for decoupling: KD = TCKD + (1 − p_t^T)·NCKD, per sample.
+    temperature = 3.0
+    tckd, nckd = _hand_dkd_parts(TEACHER, STUDENT, LABELS, temperature)
+    p = _softmax(TEACHER / temperature)
+    p_target = p[np.arange(len(LABELS)), LABELS]
+    expected = temperature ** 2 * (tckd + (1 - p_target) * nckd).mean()
+    assert _hand_kd(TEACHER, STUDENT, temperature) == pytest.approx(expected, rel=1e-9)
+
+
+def test_dkd_targets_without_labels_and_with_mixed_labels():
+    from edgeqd.distillation import dkd_terms
+
+    teacher_top = TEACHER.argmax(axis=1)  # unlabelled: the teacher's class is the target
+    hand = _hand_dkd_parts(TEACHER, STUDENT, teacher_top, 2.0)
+    terms = dkd_terms(TEACHER, STUDENT, None, 2.0)
+    assert float(terms["nckd"]) == pytest.approx(4.0 * hand[1].mean(), rel=LOSS_TOL)
+    mixed = np.array([[0.7, 0.0, 0.3], [0.0, 0.4, 0.6]], np.float32)  # mixup: the largest share is the target
+    from_mixed = dkd_terms(TEACHER, STUDENT, mixed, 2.0)
+    from_labels = dkd_terms(TEACHER, STUDENT, LABELS, 2.0)
+    assert float(from_mixed["tckd"]) == pytest.approx(float(from_labels["tckd"]), rel=LOSS_TOL)
+
+
+def test_dkd_gradients_are_finite_with_a_confident_teacher():
+    # The masked class is removed with a large negative offset, never with log(0).
+    import tensorflow as tf
+
+    from edgeqd.distillation import dkd_loss
+
+    student = tf.Variable([[1.0, 0.0, -1.0]])
+    with tf.GradientTape() as tape:
+        loss = dkd_loss(np.array([[60.0, -60.0, 0.0]]), student, np.array([0]), 1.0, 1.0, 8.0)
+    gradient = tape.gradient(loss, student).numpy()
+    assert np.isfinite(float(loss)) and np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+
+
+def test_soft_labels_give_cross_entropy_against_the_mixture():
+    from edgeqd.distillation import hard_label_loss
+
+    mixed = np.array([[0.7, 0.0, 0.3], [0.0, 0.4, 0.6]])
+    log_q = np.log(_softmax(STUDENT))
+    expected = -(mixed * log_q).sum(axis=1).mean()
+    assert float(hard_label_loss(mixed, STUDENT)) == pytest.approx(expected, rel=LOSS_TOL)
+    # One-hot soft labels are the integer labels.
+    assert float(hard_label_loss(np.eye(3)[LABELS], STUDENT)) == pytest.approx(_hand_ce(LABELS, STUDENT),
+                                                                               rel=LOSS_TOL)
+
+
+def test_bad_dkd_weights_are_usage_errors():
+    from edgeqd.distillation import DecoupledKD
+
+    with pytest.raises(UsageError, match="--nckd-weight must be a finite number >= 0, got -1"):
+        DecoupledKD(4.0, 1.0, -1.0)
