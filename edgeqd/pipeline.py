@@ -140,7 +140,7 @@ def _distil_stage(run: _Run, teacher, data) -> Any:
     from edgeqd.distillation import distill
 
     settings = run.settings.distill
-    run.report(f"distilling a {settings.student} student (up to {settings.epochs} epochs)", 0, 1)
+    run.report(f"distilling a {settings.student} student (--recipe {settings.recipe})", 0, 1)
     result = distill(teacher, data, settings, run.scratch / "student.keras", seed=run.settings.seed,
                      unsafe_deserialization=run.unsafe_deserialization, progress=False)
     run.copies = [Path(p) for p in (result.student_path, result.report_path) if p]

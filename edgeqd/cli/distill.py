@@ -112,12 +112,22 @@ def distill_command(teacher, data, out, resume, force, seed, unsafe_deserializat
     """Distil a small student from a trained teacher (soft targets, features, attention).
 
     \b
-    loss = (1 − α)·CE(labels, student) + α·T²·KL(teacher/T ‖ student/T)
+    loss = (1 − α)·CE(labels, student) + α·teacher term
            [+ feature terms] [+ attention terms]; without labels the teacher term alone.
+    teacher term: T²·KL(teacher/T ‖ student/T) (--loss kl) or DKD (--loss dkd).
+
+    \b
+    --recipe presets loss, augmentation and schedule (each option overrides it):
+      classic     KL·T², no augmentation, constant rate, 20 epochs
+      consistent  teacher and student see the same augmented view (crops + mixup for
+                  images, jitter + scaling for sequences), cosine decay, 20 epochs
+      patient     consistent for 60 epochs
+      dkd         consistent with decoupled KD
 
     \b
     Examples:
       edgeqd distill --teacher teacher.keras --data fashion-mnist --out student.keras
+      edgeqd distill --teacher t.keras --data d.npz --recipe patient --flip --out s.keras
       edgeqd distill --teacher t.keras --data d.npz --student mobilenet --width 0.5 \\
           --feature re_lu_3:block2_pw_relu --out s.keras
       edgeqd distill --list-students --teacher teacher.keras --data fashion-mnist

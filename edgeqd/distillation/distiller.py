@@ -9,9 +9,11 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 import tf_keras as keras
 
+from edgeqd.distillation.augment import ConsistentView
 from edgeqd.distillation.checks import check_compatible
 from edgeqd.distillation.layers import feature_shape, find_layer, layer_output, logits_model
 from edgeqd.distillation.losses import DistillationLoss, standard_losses
+from edgeqd.distillation.recipes import Augmentation
 from edgeqd.errors import DistillationError, UsageError
 from edgeqd.types import FeatureLoss
 
@@ -66,6 +68,9 @@ class Distiller(keras.Model):
         feature_weight: shortcut: weight of each feature term (default 1).
         attention_weight: shortcut: weight of each attention term (default 10).
         feature_loss: shortcut: ``"mse"`` or ``"cosine"``.
+        augmentation: the view teacher and student both see in every training step
+            (:class:`~edgeqd.distillation.recipes.Augmentation`; consistent teaching); None
+            or an inactive one trains on the batch as it is. Evaluation never augments.
         name: the Keras model name.
 
     Attributes:
@@ -87,7 +92,8 @@ class Distiller(keras.Model):
                  weights: Optional[Sequence[float]] = None, *, temperature: Optional[float] = None,
                  alpha: Optional[float] = None, features: Sequence = (), attention: Sequence = (),
                  feature_weight: Optional[float] = None, attention_weight: Optional[float] = None,
-                 feature_loss: Union[str, FeatureLoss, None] = None, name: str = "distiller"):
+                 feature_loss: Union[str, FeatureLoss, None] = None, augmentation: Optional[Augmentation] = None,
+                 name: str = "distiller"):
         super().__init__(name=name)
         shortcuts = {"temperature": temperature, "alpha": alpha, "feature_weight": feature_weight,
                      "attention_weight": attention_weight, "feature_loss": feature_loss}
@@ -109,6 +115,8 @@ class Distiller(keras.Model):
         self.teacher = teacher_logits
         self.student = student_logits
         self._build_extractors()
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
+        self.view = ConsistentView(augmentation, self.student.outputs[0].shape[-1]) if self.augmentation else None
         self.term_names = list(dict.fromkeys(term.name for term in self.distillation_losses))
         self.trackers = {name_: keras.metrics.Mean(name=name_) for name_ in ["loss", *self.term_names, "agreement"]}
         self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -213,6 +221,8 @@ class Distiller(keras.Model):
         agree = tf.cast(tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)), tf.float32)
         self.trackers["agreement"].update_state(agree)
         if labels is not None:
+            if len(labels.shape) == 2 and labels.shape[-1] == student_logits.shape[-1]:
+                labels = tf.argmax(labels, axis=-1)  # mixed labels: the largest share
             self.accuracy_metric.update_state(labels, student_logits)
 
     def _results(self, labels, evaluation: bool):
@@ -227,6 +237,9 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if self.view is not None:
+            # Consistent teaching: one augmented view (and its mixed labels), seen by both models.
+            x, labels = self.view(x, labels)
         teacher_outputs = self.teacher_outputs(x)  # outside the tape: nothing of the teacher is recorded
         variables = self.trainable_student_variables
         with tf.GradientTape() as tape:

@@ -5,7 +5,6 @@ its JSON report written."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -21,7 +20,10 @@ from edgeqd.distillation.checkpoints import BestEpochKeeper, Checkpoints, checkp
 from edgeqd.distillation.checks import check_teacher_outputs_logits
 from edgeqd.distillation.distiller import Distiller
 from edgeqd.distillation.layers import logits_model, parse_layer_pairs
-from edgeqd.distillation.losses import standard_losses
+from edgeqd.distillation.dkd import DecoupledKD
+from edgeqd.distillation.losses import DistillationLoss, standard_losses
+from edgeqd.distillation.recipes import RECIPES, ResolvedRecipe, resolve
+from edgeqd.distillation.schedules import learning_rate
 from edgeqd.distillation.progress import EpochProgress
 from edgeqd.distillation.strategy import is_chief, make_strategy
 from edgeqd.errors import DataError, DistillationError, ModelError, UsageError
@@ -77,25 +79,13 @@ def split_validation(dataset: Dataset, validation_fraction: float, seed: int):
 
 # --------------------------------------------------------------------------- settings
 
-def _settings_of(settings: Any, student: Optional[ModelSpec], changes: dict) -> tuple[DistillSettings, Any]:
-    """The run's settings and the student (a model object, or None to use ``settings.student``).
-
-    Older calls passed the student where the settings now go (``distill(t, d, "cnn", out,
-    epochs=3)``): a string, path or model there is the student, and keyword settings apply.
-    """
-    if settings is not None and not isinstance(settings, DistillSettings):
-        if student is not None:
-            raise UsageError("give the student once: as settings.student, student=, or the third argument")
-        student, settings = settings, None
-    if student is not None and not isinstance(student, keras.Model):
-        changes = {**changes, "student": str(student)}
-        student = None
-    settings = settings if settings is not None else DistillSettings()
-    known = {item.name for item in dataclasses.fields(DistillSettings)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise UsageError(f"unknown distill setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return (settings.replace(**changes) if changes else settings), student
+def _losses(settings: DistillSettings) -> tuple[list[DistillationLoss], list[float]]:
+    """The run's terms: the standard recipe, its teacher term DKD when ``--loss`` (or the recipe) says so."""
+    losses, weights = standard_losses(settings.temperature, settings.alpha, settings.features, settings.attention,
+                                      settings.feature_weight, settings.attention_weight, settings.feature_loss)
+    if (settings.loss or RECIPES[settings.recipe].loss) == "dkd":
+        losses[1] = DecoupledKD(settings.temperature, settings.tckd_weight, settings.nckd_weight)
+    return losses, weights
 
 
 def _check_student_spec(settings: DistillSettings, student) -> None:
@@ -149,6 +139,7 @@ class _Models:
     dataset: Dataset
     teacher_name: str
     student_settings: dict
+    recipe: ResolvedRecipe
 
 
 def _student(settings: DistillSettings, student, teacher_model, teacher_logits, dataset: Dataset,
@@ -172,7 +163,7 @@ def _student(settings: DistillSettings, student, teacher_model, teacher_logits, 
 
 def _models(teacher: ModelSpec, data: DataSpec, settings: DistillSettings, student, losses: list,
             weights: list, seed: int, unsafe_deserialization: bool, strategy) -> _Models:
-    """Load (or copy) the models, load the data as the teacher reads it, build and compile the Distiller."""
+    """Load (or copy) the models, load the data as the teacher reads it, resolve the recipe, build the Distiller."""
     from edgeqd.data import load_for_model
 
     teacher_model, teacher_name = _materialize(teacher, "teacher", unsafe_deserialization, strategy)
@@ -180,11 +171,20 @@ def _models(teacher: ModelSpec, data: DataSpec, settings: DistillSettings, stude
     dataset = load_for_model(teacher_logits, data, seed=seed)
     student_model, student_settings = _student(settings, student, teacher_model, teacher_logits, dataset,
                                                unsafe_deserialization, strategy)
-    distiller = Distiller(student_model, teacher_model, losses, weights)
+    recipe = resolve(settings, dataset.input_shape)
+    distiller = Distiller(student_model, teacher_model, losses, weights, augmentation=recipe.augmentation)
     if not any(note.startswith("teacher") for note in distiller.notes):
         check_teacher_outputs_logits(distiller.teacher, dataset.x_train[:256])
-    distiller.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
-    return _Models(distiller, dataset, teacher_name, student_settings)
+    distiller.notes = (*distiller.notes, *recipe.notes)
+    return _Models(distiller, dataset, teacher_name, student_settings, recipe)
+
+
+def _compile(models: _Models, settings: DistillSettings, steps_per_epoch: int) -> None:
+    """Adam with the recipe's learning-rate schedule over the run's steps."""
+    recipe = models.recipe
+    rate = learning_rate(recipe.schedule, settings.learning_rate, recipe.epochs, steps_per_epoch,
+                         recipe.warmup_epochs)
+    models.distiller.compile(optimizer=keras.optimizers.Adam(rate))
 
 
 def _tf_dataset(x: np.ndarray, y: Optional[np.ndarray], batch_size: int, shuffle: bool, seed: int,
@@ -239,14 +239,19 @@ def _report_settings(settings: DistillSettings, models: _Models, batches: _Batch
     from edgeqd import __version__
     from edgeqd.documents import library_versions
 
+    recipe = models.recipe
     return {
         "teacher": models.teacher_name, "data": models.dataset.name, **models.student_settings,
+        "recipe": recipe.recipe, "resolved_recipe": recipe.to_dict(), "loss": recipe.loss,
+        "tckd_weight": settings.tckd_weight if recipe.loss == "dkd" else None,
+        "nckd_weight": settings.nckd_weight if recipe.loss == "dkd" else None,
         "temperature": float(settings.temperature), "alpha": float(settings.alpha) if batches.labelled else None,
         "labels": batches.labelled, "features": [str(p) for p in parse_layer_pairs(settings.features, "--feature")],
         "attention": [str(p) for p in parse_layer_pairs(settings.attention, "--attention")],
         "feature_weight": settings.feature_weight, "attention_weight": settings.attention_weight,
-        "feature_loss": FeatureLoss(settings.feature_loss).value, "epochs": settings.epochs,
+        "feature_loss": FeatureLoss(settings.feature_loss).value, "epochs": recipe.epochs,
         "batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "optimizer": "adam",
+        "schedule": recipe.schedule, "warmup_epochs": recipe.warmup_epochs if recipe.schedule == "cosine" else None,
         "patience": patience,
         "validation_fraction": settings.validation_fraction, "monitor": monitor, "strategy": settings.strategy,
         "replicas": strategy.num_replicas_in_sync if strategy is not None else 1, "seed": seed,
@@ -263,7 +268,7 @@ class _Run:
 
     out: Optional[Path]
     chief: bool
-    scope: Any
+    scope: Any  # a fresh context manager per call: a strategy's scope can be entered only once per object
     force: bool
     resume: bool
     progress: bool
@@ -333,7 +338,7 @@ def _train(models: _Models, batches: _Batches, epochs: int, report: dict,
     checkpoints = Checkpoints(checkpoint_folder(run.out), distiller, run.chief, report) if run.out else None
     state, best_weights = None, None
     if run.resume:
-        with run.scope:
+        with run.scope():
             state, best_weights = checkpoints.restore()
     keeper = BestEpochKeeper(distiller.student, report["monitor"], run.patience, checkpoints, state)
     keeper.best_weights = best_weights
@@ -376,97 +381,73 @@ def _save(result: DistillResult, run: _Run, checkpoints: Checkpoints) -> None:
 
 
 def distill(teacher: ModelSpec, data: DataSpec, settings: Optional[DistillSettings] = None,
-            out: Optional[Union[str, Path]] = None, *, student: Optional[ModelSpec] = None, seed: int = 0,
+            out: Optional[Union[str, Path]] = None, *, student: Optional[keras.Model] = None, seed: int = 0,
             force: bool = False, unsafe_deserialization: bool = False, progress: bool = True,
-            resume: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
-            **changes: Any) -> DistillResult:
+            resume: bool = False, callbacks: Sequence[keras.callbacks.Callback] = ()) -> DistillResult:
     """Distil a student from ``teacher`` on ``data`` and save it to ``out`` with a JSON report beside it.
 
     Everything is checked before training starts (settings, shapes, layer names, the
-    output path); nothing is written on an error. While training, the last epoch is
-    checkpointed in a hidden folder beside ``out`` (:func:`checkpoint_folder`) so that an
-    interrupted run (Ctrl-C included) goes on with ``resume=True``; the folder is removed
-    when the run completes. The student saved is the one with the best validation figure
-    (accuracy with labels, else agreement with the teacher) on a seeded hold-out of the
-    training split.
+    output path); nothing is written on an error. The recipe (``settings.recipe``, see
+    :mod:`~edgeqd.distillation.recipes`) decides loss, augmentation, epochs and schedule
+    unless the settings say otherwise; the report records both. While training, the last
+    epoch is checkpointed in a hidden folder beside ``out`` (:func:`checkpoint_folder`) so
+    that an interrupted run (Ctrl-C included) goes on with ``resume=True``; the folder is
+    removed when the run completes. The student saved is the one with the best validation
+    figure (accuracy with labels, else agreement with the teacher) on a seeded hold-out of
+    the training split.
 
     Args:
         teacher: the trained teacher: a model path (``.keras``, ``.h5``, SavedModel) or a ``tf_keras`` model.
         data: ``"fashion-mnist"``, an ``.npz`` or image folder path, or a :class:`Dataset`.
             Unlabelled data distils with the teacher term alone.
-        settings: the :class:`~edgeqd.settings.DistillSettings` (student family or path, T, α,
-            feature/attention pairs, epochs, …); None for the defaults. (Older calls passed
-            the student here; a string, path or model in this place is still taken as the student.)
+        settings: the :class:`~edgeqd.settings.DistillSettings` (recipe, student family or path,
+            T, α, feature/attention pairs, epochs, …); None for the defaults.
         out: where to save the student (``.keras`` or ``.h5``); None saves nothing and keeps no checkpoints.
         student: a ``tf_keras`` model to distil into, instead of ``settings.student``.
-        seed: seed for weights, the hold-out split, shuffling and dropout.
+        seed: seed for weights, the hold-out split, shuffling, augmentation and dropout.
         force: replace an existing ``out`` and its report.
         unsafe_deserialization: allow Lambda layers in model files.
         progress: show a progress bar and one line per epoch on stderr.
         resume: go on from the checkpoint a previous, interrupted run left beside ``out``.
         callbacks: extra Keras callbacks for ``fit``.
-        **changes: settings fields to change, e.g. ``epochs=3`` (checked like the settings themselves).
 
     Returns:
         A :class:`DistillResult` with the figures, the settings and the trained student.
 
     >>> result = distill("teacher.keras", "fashion-mnist", DistillSettings(student="cnn"), "student.keras")  # doctest: +SKIP
-    >>> result.student_accuracy, result.param_ratio  # doctest: +SKIP
-    (0.89, 15.2)
+    >>> result.student_accuracy, result.settings["recipe"]  # doctest: +SKIP
+    (0.89, 'consistent')
     """
     started = time.monotonic()
     # Settings first: a typo fails in milliseconds, before any model is loaded.
-    settings, student = _settings_of(settings, student, changes)
+    if settings is None:
+        settings = DistillSettings()
+    if not isinstance(settings, DistillSettings):
+        raise UsageError(f"settings must be a DistillSettings, got {type(settings).__name__} "
+                         f"(write DistillSettings(student={settings!r}) for a student spec)")
+    if student is not None and not isinstance(student, keras.Model):
+        raise UsageError("student= takes a tf_keras model; give a path or family as DistillSettings(student=...)")
     _check_student_spec(settings, student)
-    losses, weights = standard_losses(settings.temperature, settings.alpha, settings.features, settings.attention,
-                                      settings.feature_weight, settings.attention_weight, settings.feature_loss)
+    losses, weights = _losses(settings)
     if resume and out is None:
         raise UsageError("--resume needs --out: checkpoints live beside the output")
     strategy = make_strategy(settings.strategy)  # must exist before TensorFlow runs anything else
     run = _Run(out=Path(out) if out is not None else None, chief=is_chief(strategy),
-               scope=strategy.scope() if strategy is not None else contextlib.nullcontext(), force=force,
-               resume=resume, progress=progress, callbacks=tuple(callbacks),
-               patience=settings.patience or None, started=started)  # patience 0: never stop early
+               scope=strategy.scope if strategy is not None else contextlib.nullcontext, force=force,
+               resume=resume, progress=progress, callbacks=tuple(callbacks), patience=None, started=started)
     if run.out is not None and run.chief:
         _check_outputs(run.out, [teacher, data, student if student is not None else settings.student], force, resume)
 
     keras.utils.set_random_seed(seed)
-    with run.scope:
+    with run.scope():
         models = _models(teacher, data, settings, student, losses, weights, seed, unsafe_deserialization, strategy)
     batches = _batches(models.dataset, settings, seed, strategy)
+    run.patience = models.recipe.patience or None  # patience 0: never stop early
+    with run.scope():
+        _compile(models, settings, batches.steps)
     monitor = "val_accuracy" if batches.labelled else "val_agreement"
     report = _report_settings(settings, models, batches, run.patience, monitor, strategy, seed)
-    result, checkpoints = _train(models, batches, settings.epochs, report, run)
+    result, checkpoints = _train(models, batches, models.recipe.epochs, report, run)
     if run.out is not None:
         _save(result, run, checkpoints)
     return result
-
-
-def distill_for_convert(teacher: ModelSpec, data: DataSpec, settings: Union[DistillSettings, ModelSpec],
-                        out: Union[str, Path], seed: int = 0, unsafe_deserialization: bool = False,
-                        progress: bool = True, *, force: bool = False, **changes: Any) -> DistillResult:
-    """The distillation step of ``edgeqd convert --distill-from TEACHER --student SPEC``.
-
-    Trains the student (default recipe: logit KD, early stopping unless the settings
-    say otherwise) and saves it to ``out`` (plus ``<stem>.distill.json``); convert then
-    converts ``result.student_path`` (or uses ``result.student`` directly) and can copy
-    ``result.to_dict()`` into its manifest. Same as :func:`distill` with ``out`` required.
-
-    Args:
-        teacher: the teacher model path or model.
-        data: the convert command's ``--data``.
-        settings: the :class:`~edgeqd.settings.DistillSettings`; older calls pass the student
-            (a built-in family or a model path) here and the settings as keywords.
-        out: where to save the student, e.g. ``<convert out>/student.keras``.
-        seed: seed of the run.
-        unsafe_deserialization: allow Lambda layers in model files.
-        progress: show progress on stderr.
-        force: replace an existing ``out``.
-        **changes: settings fields to change (``epochs=…``, ``temperature=…``, ``width=…``).
-
-    >>> r = distill_for_convert("teacher.keras", "fashion-mnist", DistillSettings(), "out/student.keras")  # doctest: +SKIP
-    >>> r.student_path  # doctest: +SKIP
-    'out/student.keras'
-    """
-    return distill(teacher, data, settings, out, seed=seed, force=force,
-                   unsafe_deserialization=unsafe_deserialization, progress=progress, **changes)
