@@ -121,7 +121,8 @@ class Recipe:
         augment: whether teacher and student see the data kind's augmented view (:data:`VIEWS`).
         epochs: most epochs.
         schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after a linear warm-up).
-        warmup_epochs: epochs of warm-up before the cosine decay.
+        warmup_epochs: epochs of warm-up before the cosine decay (at most a fifth of the epochs
+            when ``--epochs`` shortens the run).
         patience: epochs without a better validation figure before stopping (0 = never).
     """
 
@@ -244,6 +245,10 @@ def resolve(settings: DistillSettings, sample_shape: Sequence[Optional[int]]) ->
     overrides = [name for name in ("loss", "augment", "mixup", "cutmix", "epochs", "schedule", "warmup_epochs",
                                    "patience") if getattr(settings, name) is not None]
     values = {name: (getattr(recipe, name) if value is None else value) for name, value in given.items()}
+    if settings.warmup_epochs is None:
+        # The recipe's warm-up is for its own budget: a short run (--epochs 3) warms up for at
+        # most a fifth of its epochs, so that it spends its few steps at the full rate.
+        values["warmup_epochs"] = min(recipe.warmup_epochs, values["epochs"] // 5)
     view, notes = _augmentation(recipe, settings, kind, sample_shape)
     if settings.flip:
         overrides.append("flip")

@@ -75,6 +75,13 @@ def test_each_recipe_sets_what_it_says():
     assert patient.augmentation == consistent.augmentation
 
 
+def test_a_short_run_warms_up_for_at_most_a_fifth_of_its_epochs():
+    assert resolve(DistillSettings(recipe="patient"), (28, 28, 1)).warmup_epochs == 2
+    assert resolve(DistillSettings(recipe="patient", epochs=5), (28, 28, 1)).warmup_epochs == 1
+    assert resolve(DistillSettings(recipe="consistent", epochs=3), (28, 28, 1)).warmup_epochs == 0
+    assert resolve(DistillSettings(recipe="consistent", epochs=3, warmup_epochs=2), (28, 28, 1)).warmup_epochs == 2
+
+
 def test_individual_settings_override_the_recipe():
     settings = DistillSettings(recipe="patient", epochs=7, schedule="constant", loss="dkd", augment="off",
                                mixup=0.5, patience=0, warmup_epochs=0)
