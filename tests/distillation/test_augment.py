@@ -14,8 +14,17 @@ from edgeqd.distillation.recipes import Augmentation
 PIXEL_TOL = 1e-5
 
 
-def _images(n=16, size=6, seed=0):
-    return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 1)).astype("float32")
+def _images(n=16, size=12, seed=0):
+    """Real Fashion-MNIST images (centre crops of size × size, to keep the offset search short),
+    or seeded noise where the data is not installed."""
+    from edgeqd.data import find_fashion_mnist
+
+    if find_fashion_mnist() is None:
+        return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 1)).astype("float32")
+    from distill_helpers import fashion_slices
+
+    start = (28 - size) // 2
+    return fashion_slices()[1].x_train[seed:seed + n, start:start + size, start:start + size].astype("float32")
 
 
 def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
@@ -29,7 +38,7 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
     offsets = []
     for image, source in zip(out, padded):
         matches = [(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
-                   if np.allclose(image, source[dy:dy + 6, dx:dx + 6], atol=PIXEL_TOL)]
+                   if np.allclose(image, source[dy:dy + image.shape[0], dx:dx + image.shape[1]], atol=PIXEL_TOL)]
         assert matches, "a crop that is no window of the padded image"
         offsets.append(matches[0])
     assert len(set(offsets)) > 3  # each image gets its own offset
@@ -76,7 +85,7 @@ def test_mixup_on_one_hot_vectors_gives_targets_equal_to_the_inputs():
 
 def test_unlabelled_batches_are_augmented_without_targets():
     view, targets = ConsistentView(Augmentation(crop=1, mixup=1.0), 3)(_images(4))
-    assert targets is None and view.shape == (4, 6, 6, 1)
+    assert targets is None and view.shape == (4, 12, 12, 1)
 
 
 def test_sequence_jitter_and_scaling_are_per_channel_and_relative_to_the_data():
