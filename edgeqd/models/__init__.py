@@ -24,9 +24,9 @@ from edgeqd.models.source import (ModelSource, brought_flavour, flavour_of, mode
                                   remember, source_record)
 from edgeqd.atomic import atomic_file
 
-__all__ = ["load_model", "load_serving_model", "is_serving_saved_model", "save_model", "save_keras3",
-           "model_signature", "file_sha256", "describe_model", "ModelSource", "model_source", "flavour_of", "brought_flavour",
-           "prove_on_data", "source_record", "MODEL_SUFFIXES"]
+__all__ = ["load_model", "load_own_model", "load_serving_model", "is_serving_saved_model", "save_model", "save_keras3",
+           "model_signature", "file_sha256", "describe_model", "ModelSource", "model_source", "flavour_of",
+           "brought_flavour", "prove_on_data", "source_record", "MODEL_SUFFIXES"]
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 SERVING_REFUSAL = ("is a SavedModel without Keras layers (e.g. Keras 3 model.export()): post-training "
@@ -109,6 +109,29 @@ def _load_tf_keras(path: Path, unsafe_deserialization: bool, custom_objects: Opt
         raise ModelError(f"{path}: cannot load the model ({type(exc).__name__}: {first[:300]})") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"{path}: holds a {type(model).__name__}, not a Keras model")
+    reserve_layer_names(model)
+    return model
+
+
+def load_own_model(path: str | Path):
+    """Load a tf_keras model that edgeqd itself saved in this run (e.g. for a child process) — no safety walk.
+
+    The parent checked the user's file before saving this copy. Like every load, it registers the
+    Keras 3 activations a translated model may use (tf_keras needs them to rebuild it) and reserves
+    the model's layer names (TFMOT's ``quantize_model`` loops forever on name collisions otherwise).
+
+    Args:
+        path: a ``.keras`` file written by edgeqd.
+
+    Returns:
+        The tf_keras model, not compiled.
+    """
+    import tf_keras as keras
+
+    from edgeqd.models.keras3 import register_activations, reserve_layer_names
+
+    register_activations()
+    model = keras.models.load_model(path, compile=False, safe_mode=False)
     reserve_layer_names(model)
     return model
 

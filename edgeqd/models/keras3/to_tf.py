@@ -88,7 +88,7 @@ def _translate_object(obj: dict) -> dict:
         # Keras 3.15 adds fan axes for EinsumDense initialization; only matters for *new* weights.
         config.pop("input_axes", None)
         config.pop("output_axes", None)
-    if module.startswith("keras.layers") or module.startswith("keras.src.layers") or module.startswith("keras.src.models"):
+    if module.startswith(("keras.layers", "keras.src.layers", "keras.src.models")):
         raise ValueError("holds a layer config under an argument the bridge does not know; "
                          "register a translator for this class")
     out = {k: v for k, v in obj.items() if k != "config"}
