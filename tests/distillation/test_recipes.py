@@ -152,7 +152,7 @@ def test_cli_recipe_and_its_resolved_settings_reach_the_report(npz, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "student.distill.json").read_text())["settings"]
     assert report["recipe"] == "dkd" and report["loss"] == "dkd" and report["schedule"] == "cosine"
-    assert report["nckd_weight"] == 8.0 and report["epochs"] == 1
+    assert report["nckd_weight"] == 2.0 and report["epochs"] == 1
     resolved = report["resolved_recipe"]
     assert resolved["data_kind"] == "image" and resolved["augmentation"]["crop"] == 3
     assert resolved["augmentation"]["mixup"] == 0.0 and set(resolved["overrides"]) == {"epochs", "mixup"}
