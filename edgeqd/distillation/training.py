@@ -5,6 +5,7 @@ its JSON report written."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -27,6 +28,7 @@ from edgeqd.distillation.schedules import learning_rate
 from edgeqd.distillation.progress import EpochProgress
 from edgeqd.distillation.strategy import is_chief, make_strategy
 from edgeqd.errors import DataError, DistillationError, ModelError, UsageError
+from edgeqd.models import brought_flavour
 from edgeqd.settings import DistillSettings
 from edgeqd.types import Dataset, DistillResult, FeatureLoss
 
@@ -165,12 +167,15 @@ def _models(teacher: ModelSpec, data: DataSpec, settings: DistillSettings, stude
             weights: list, seed: int, unsafe_deserialization: bool, strategy) -> _Models:
     """Load (or copy) the models, load the data as the teacher reads it, resolve the recipe, build the Distiller."""
     from edgeqd.data import load_for_model
+    from edgeqd.models import prove_on_data
 
     teacher_model, teacher_name = _materialize(teacher, "teacher", unsafe_deserialization, strategy)
     teacher_logits, _ = logits_model(teacher_model, "teacher")
     dataset = load_for_model(teacher_logits, data, seed=seed)
     student_model, student_settings = _student(settings, student, teacher_model, teacher_logits, dataset,
                                                unsafe_deserialization, strategy)
+    for model in (teacher_model, student_model):  # Keras 3 translations proven again, on the real data
+        prove_on_data(model, dataset.x_train)
     recipe = resolve(settings, dataset.input_shape)
     distiller = Distiller(student_model, teacher_model, losses, weights, augmentation=recipe.augmentation)
     if not any(note.startswith("teacher") for note in distiller.notes):
@@ -353,21 +358,28 @@ def _train(models: _Models, batches: _Batches, epochs: int, report: dict,
     return _result(models, batches, keeper, report, run, initial_epoch if run.resume else None), checkpoints
 
 
-def _save(result: DistillResult, run: _Run, checkpoints: Checkpoints) -> None:
-    """Write the student and its report (the chief; other workers save to scratch), then drop the checkpoints."""
+def _save(result: DistillResult, run: _Run, checkpoints: Checkpoints, flavour: str, samples) -> DistillResult:
+    """Write the student (as Keras 3 for a Keras 3 user) and its report (the chief; other workers save to
+    scratch), then drop the checkpoints. Returns the result, with a note on the Keras 3 check."""
     from edgeqd.atomic import NoRoomError, scratch_dir, write_bytes_atomic
     from edgeqd.documents import to_json
-    from edgeqd.models import save_model
+    from edgeqd.models import save_keras3, save_model
 
     out = run.out
     if not run.chief:  # every worker saves (collective reads); the others throw theirs away
         with scratch_dir() as scratch:
             result.student.save(scratch / out.name)
         checkpoints.remove()
-        return
+        return result
     saved = False
     try:
-        save_model(result.student, out, force=run.force)
+        if flavour == "keras3":
+            figures = save_keras3(result.student, out, force=run.force, samples=samples)
+            result = dataclasses.replace(result, notes=(*result.notes, (
+                f"student written for Keras 3 (like the model brought): keras.saving.load_model reloads it with "
+                f"max |Δ| {figures['max_abs_diff']:.3g} from the trained student on {figures['samples']} samples")))
+        else:
+            save_model(result.student, out, force=run.force)
         saved = True
         write_bytes_atomic(report_path(out), to_json(result.to_dict(), "the distillation report").encode(),
                            force=run.force)
@@ -378,6 +390,7 @@ def _save(result: DistillResult, run: _Run, checkpoints: Checkpoints) -> None:
             checkpoints.remove()
         raise
     checkpoints.remove()
+    return result
 
 
 def distill(teacher: ModelSpec, data: DataSpec, settings: Optional[DistillSettings] = None,
@@ -437,6 +450,10 @@ def distill(teacher: ModelSpec, data: DataSpec, settings: Optional[DistillSettin
                resume=resume, progress=progress, callbacks=tuple(callbacks), patience=None, started=started)
     if run.out is not None and run.chief:
         _check_outputs(run.out, [teacher, data, student if student is not None else settings.student], force, resume)
+    flavour = brought_flavour(teacher, student if student is not None else settings.student)
+    if run.out is not None and flavour == "keras3" and run.out.suffix != ".keras":
+        raise UsageError(f"{run.out}: the model brought is a Keras 3 model, so the student is written for Keras 3, "
+                         "as .keras (Keras 3 cannot always read back the legacy .h5 it writes)")
 
     keras.utils.set_random_seed(seed)
     with run.scope():
@@ -449,5 +466,5 @@ def distill(teacher: ModelSpec, data: DataSpec, settings: Optional[DistillSettin
     report = _report_settings(settings, models, batches, run.patience, monitor, strategy, seed)
     result, checkpoints = _train(models, batches, models.recipe.epochs, report, run)
     if run.out is not None:
-        _save(result, run, checkpoints)
+        result = _save(result, run, checkpoints, flavour, models.dataset.x_eval)
     return result

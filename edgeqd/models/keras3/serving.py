@@ -70,7 +70,8 @@ def _serving_layer_class():
             super().__init__(trainable=False, **kwargs)
             self.path, self.signature = path, signature
             self.input_key, self.output_key = input_key, output_key
-            self._function, _ = _signature_function(_load(path), path)
+            self._loaded = _load(path)  # keeps the restored variables alive: the signature only references them
+            self._function, _ = _signature_function(self._loaded, path)
 
         def call(self, inputs):
             return self._function(**{self.input_key: inputs})[self.output_key]
