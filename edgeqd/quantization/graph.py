@@ -16,7 +16,8 @@ from typing import Any
 
 from edgeqd.errors import ModelError, QuantizationError
 
-__all__ = ["Graph", "refs", "rewire", "to_functional", "rebuild", "activation_name", "channels_last"]
+__all__ = ["Graph", "refs", "rewire", "to_functional", "rebuild", "activation_name", "channels_last",
+           "restore_layer_state"]
 
 
 def _is_ref(item: Any) -> bool:
@@ -233,4 +234,37 @@ def rebuild(model, config: dict, new_weights: dict[str, list]):
             layer.set_weights(new_weights[layer.name])
         elif layer.name in originals and originals[layer.name].weights:
             layer.set_weights(originals[layer.name].get_weights())
+    restore_layer_state(rebuilt)
     return rebuilt
+
+
+def restore_layer_state(model) -> int:
+    """Re-derive the state layers cache from their weights (``finalize_state``), in place.
+
+    A ``Normalization`` layer computes its ``mean``/``variance`` tensors from its adapted
+    weights in ``finalize_state()``, which ``set_weights`` calls — but TFMOT's
+    ``quantize_apply`` restores weights with ``K.batch_set_value``, which does not: the
+    quantization-aware model then normalizes with mean 0 and variance 1 (every artifact
+    at chance, marked ok). Call this after any rebuild; it is cheap and idempotent, and
+    must run before the model is first traced (``predict``, the converter).
+
+    Args:
+        model: a ``tf_keras`` model (layers inside TFMOT's wrappers are reached too).
+
+    Returns:
+        How many layers were finalized.
+
+    >>> import numpy as np, tf_keras as keras
+    >>> norm = keras.layers.Normalization(); norm.adapt(np.array([[1.0], [3.0]]))
+    >>> restore_layer_state(keras.Sequential([keras.Input((1,)), norm]))
+    1
+    """
+    import tf_keras as keras
+
+    count = 0
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.Layer) and not isinstance(layer, keras.Model) and \
+                type(layer).finalize_state is not keras.layers.Layer.finalize_state and layer.built:
+            layer.finalize_state()
+            count += 1
+    return count

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgeqd.errors import ModelError, QuantizationError
-from edgeqd.quantization.graph import Graph, to_functional
+from edgeqd.quantization.graph import Graph, restore_layer_state, to_functional
 from edgeqd.quantization.rewrite import (BN_FOLD_PRODUCERS, REWRITE_TOLERANCE, AppliedRewrite, check_equivalent,
                                          rewrite_for_quantization)
 
@@ -36,6 +36,8 @@ from edgeqd.quantization.rewrite import (BN_FOLD_PRODUCERS, REWRITE_TOLERANCE, A
 CHECK_SAMPLES = 64
 # How many times a layer named in a TFMOT error is moved to the float list before giving up.
 MAX_QUANTIZE_RETRIES = 8
+# Affine preprocessing layers TFMOT has no config for: quantized at their output.
+PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def _float_reason(layer, graph: Graph, registry) -> Optional[str]:
         if producer is not None and type(producer).__name__ in BN_FOLD_PRODUCERS:
             return None
         return "batch norm with no convolution before it to fold into and no rewrite that fits"
+    if kind in PREPROCESSING_LAYERS:
+        return None  # quantized at its output (see _annotated)
     if kind == "TFOpLambda":
         return f"TF op {layer.name.split('.', 1)[-1]!r} called on Keras tensors: TFMOT cannot wrap TFOpLambda layers"
     if kind == "Lambda":
@@ -131,7 +135,29 @@ def _quantize(annotated_model, scheme):
     import tensorflow_model_optimization as tfmot
 
     with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(annotated_model, scheme)
+        qat_model = tfmot.quantization.keras.quantize_apply(annotated_model, scheme)
+    restore_layer_state(qat_model)  # TFMOT's rebuild skips finalize_state (Normalization's mean/variance)
+    return qat_model
+
+
+def _annotated(layer):
+    """``layer`` marked for TFMOT: preprocessing layers get an output-only config.
+
+    ``Rescaling`` and ``Normalization`` are affine maps TFMOT has no config for. Left
+    alone, TFMOT inserts no input quantizer, so the first convolution after them runs in
+    float in the "int8" artifact, and the float converter folds the ×1/255 into that
+    conv's fake-quantized weights with the old range (every weight rounds to 0: one
+    class for every sample). Quantizing their output instead makes the first conv int8
+    and keeps its weights as they are.
+    """
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs)
+
+    if type(layer).__name__ in PREPROCESSING_LAYERS:
+        return tfmot.quantization.keras.quantize_annotate_layer(
+            layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
+    return tfmot.quantization.keras.quantize_annotate_layer(layer)
 
 
 def make_qat(model, per_channel: bool = True, strict: bool = False) -> tuple[Any, list[FloatLayer]]:
@@ -150,7 +176,6 @@ def make_qat(model, per_channel: bool = True, strict: bool = False) -> tuple[Any
     >>> make_qat(to_functional(m))[1]
     []
     """
-    import tensorflow_model_optimization as tfmot
     import tf_keras as keras
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_scheme)
@@ -173,7 +198,7 @@ def make_qat(model, per_channel: bool = True, strict: bool = False) -> tuple[Any
         def annotate(layer):
             if layer.name in float_layers or isinstance(layer, keras.layers.InputLayer):
                 return layer
-            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+            return _annotated(layer)
 
         try:
             # The wrappers share the original layers, so weights carry over without copying.
@@ -210,7 +235,7 @@ def prepare_qat(model, samples: np.ndarray, per_channel: bool = True, strict: bo
     >>> i = keras.Input((8, 3)); o = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Conv1D(4, 3)(i)))
     >>> prepared = prepare_qat(keras.Model(i, o), np.ones((2, 8, 3), "float32"))
     >>> [r.rule for r in prepared.rewrites], prepared.float_layers
-    (['conv1d'], [])
+    (['lift-1d'], [])
     """
     if not model.trainable_weights:
         raise ModelError(f"{model.name} has no trainable weights: there is nothing for quantization-aware "

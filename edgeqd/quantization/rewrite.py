@@ -276,7 +276,8 @@ def rewrite_for_quantization(model, rules: Optional[Sequence[str]] = None,
 
     Args:
         model: a functional or Sequential ``tf_keras`` model (not modified).
-        rules: names of the rules to use (None = all of :data:`REWRITE_RULES`).
+        rules: names of the rules to use (None = all of :data:`REWRITE_RULES`, and the
+            whole-graph ``lift-1d`` pass of :mod:`edgeqd.quantization.lift`, which runs first).
         max_passes: passes over the graph at most (a rule's output may feed another rule).
 
     Returns:
@@ -285,15 +286,22 @@ def rewrite_for_quantization(model, rules: Optional[Sequence[str]] = None,
     >>> import tf_keras as keras
     >>> i = keras.Input((8, 3)); o = keras.layers.Conv1D(4, 3, name="c")(i)
     >>> [r.rule for r in rewrite_for_quantization(keras.Model(i, o))[1]]
-    ['conv1d']
+    ['lift-1d']
     """
-    names = list(REWRITE_RULES) if rules is None else list(rules)
-    unknown = [n for n in names if n not in REWRITE_RULES]
+    from edgeqd.quantization.lift import LIFT_RULE, lift_1d
+
+    names = [*REWRITE_RULES, LIFT_RULE] if rules is None else list(rules)
+    unknown = [n for n in names if n not in REWRITE_RULES and n != LIFT_RULE]
     if unknown:
-        raise QuantizationError(f"unknown rewrite rule(s) {', '.join(unknown)}; known: {', '.join(REWRITE_RULES)}")
-    selected = [REWRITE_RULES[n] for n in names]
+        raise QuantizationError(f"unknown rewrite rule(s) {', '.join(unknown)}; known: "
+                                f"{', '.join([*REWRITE_RULES, LIFT_RULE])}")
+    selected = [REWRITE_RULES[n] for n in names if n != LIFT_RULE]
     current = to_functional(model)
     applied: list[AppliedRewrite] = []
+    if LIFT_RULE in names:
+        # One pass over the whole 1-D trunk first; the per-layer conv1d rule is left for what it skips.
+        current, lifted = lift_1d(current)
+        applied += [AppliedRewrite(LIFT_RULE, layer, replaced_by, detail) for layer, replaced_by, detail in lifted]
     for _ in range(max_passes):
         current, done = _one_pass(current, selected)
         if not done:

@@ -61,6 +61,31 @@ def conv1d_model():
     return randomise_batch_norms(keras.Model(inputs, outputs, name="conv1d_net"))
 
 
+def conv1d_shared_model():
+    """A Conv1D beside a layer called twice: lifting the whole trunk is off, the per-layer conv1d rule applies."""
+    import tf_keras as keras
+    from tf_keras import layers
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((28, 28), name="rows")
+    x = layers.Conv1D(8, 3, activation="relu", name="conv")(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    shared = layers.Dense(8, activation="relu", name="shared")
+    x = shared(shared(x))
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="conv1d_shared")
+
+
+def conv1d_student_model():
+    """edgeqd's own conv1d student family ([Conv1D → BN → ReLU → pool] × 3) on 128 steps × 3 channels."""
+    import tf_keras as keras
+
+    from edgeqd.distillation.students import build_student
+
+    keras.utils.set_random_seed(6)
+    return randomise_batch_norms(build_student("conv1d", (128, 3), 6, width=0.5))
+
+
 def mini_xception_model(extra_float_layers=False):
     """Keras' Xception entry flow in miniature: SeparableConv2D blocks with residual Adds."""
     import tf_keras as keras

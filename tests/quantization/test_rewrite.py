@@ -14,20 +14,33 @@ import pytest
 
 from edgeqd.errors import QuantizationError
 from edgeqd.quantization.prepare import make_qat
+from edgeqd.quantization.lift import LIFT_RULE
 from edgeqd.quantization.rewrite import REWRITE_RULES, REWRITE_TOLERANCE, check_equivalent, rewrite_for_quantization
-from qat_models import conv1d_model, conv_relu_bn_model, mini_xception_model, samples, separable_bn_model
+from qat_models import (conv1d_model, conv1d_shared_model, conv1d_student_model, conv_relu_bn_model,
+                        mini_xception_model, samples, separable_bn_model)
 
-# One model per registered rule; test_every_rule_has_a_case keeps this complete.
+# One model per registered rule (and the lift-1d pass); test_every_rule_has_a_case keeps this complete.
 RULE_CASES = {
     "fused-activation": conv_relu_bn_model,
     "batchnorm-affine": conv_relu_bn_model,
-    "conv1d": conv1d_model,
+    "conv1d": conv1d_shared_model,
+    LIFT_RULE: conv1d_model,
     "separable-conv2d": mini_xception_model,
 }
 
 
 def test_every_rule_has_a_case():
-    assert set(RULE_CASES) == set(REWRITE_RULES)
+    assert set(RULE_CASES) == {*REWRITE_RULES, LIFT_RULE}
+
+
+def test_lift_keeps_the_whole_1d_trunk_2d_so_tfmot_folds_every_batch_norm():
+    """Conv1D → BN → ReLU → pool × 3 becomes Conv2D → BN → ReLU → pool × 3 with one Reshape, at the input."""
+    model = conv1d_student_model()
+    rewritten, applied = rewrite_for_quantization(model)
+    assert [r.rule for r in applied] == [LIFT_RULE] * 3  # no batchnorm-affine: each BN follows its conv
+    kinds = [type(layer).__name__ for layer in rewritten.layers]
+    assert kinds.count("Reshape") == 1 and "Conv1D" not in kinds and "DepthwiseConv2D" not in kinds
+    assert check_equivalent(model, rewritten, samples(model)) <= REWRITE_TOLERANCE
 
 
 @pytest.mark.parametrize("rule", sorted(RULE_CASES))
