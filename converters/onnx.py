@@ -24,6 +24,12 @@ def _float_onnx(context: ConversionContext) -> Path:
     cached = context.cache.get("onnx-fp32")
     if cached is not None:
         return cached
+    if context.saved_model_dir is not None:  # a layer-less SavedModel: tf2onnx --saved-model
+        from edgeqd.converters.serving import onnx_from_saved_model
+
+        context.cache["onnx-fp32"] = onnx_from_saved_model(context.saved_model_dir, context.workdir / "float.onnx",
+                                                           ONNX_OPSET)
+        return context.cache["onnx-fp32"]
     import tensorflow as tf
     import tf2onnx
 
@@ -81,8 +87,13 @@ def convert_onnx_int8(context: ConversionContext, out_path: Path) -> dict:
         context: the model, calibration samples and settings.
         out_path: where to write the ``.onnx``.
     """
-    if context.qat_model is not None:
+    if context.quantization_aware:
         return _onnx_int8_from_qat(context, out_path)
+    return _onnx_int8_ptq(context, out_path)
+
+
+def _onnx_int8_ptq(context: ConversionContext, out_path: Path) -> dict:
+    """ONNX Runtime static quantization of the float ONNX model, calibrated on the context's samples."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -137,17 +148,21 @@ def _onnx_int8_from_qat(context: ConversionContext, out_path: Path) -> dict:
     """
     import tf2onnx
 
-    from edgeqd.converters.tflite import convert_tflite_int8
+    from edgeqd.converters.tflite import tflite_bytes
 
-    tflite_path = context.cache.get("tflite-int8-qat")
-    if tflite_path is None:
-        tflite_path = context.workdir / "qat_int8.tflite"
-        convert_tflite_int8(context, tflite_path)
-        context.cache["tflite-int8-qat"] = tflite_path
+    tflite_path = context.workdir / "qat_int8.tflite"
+    tflite_path.write_bytes(tflite_bytes(context, "qat", "int8"))
     try:
-        model_proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=ONNX_OPSET)
+        with contextlib.redirect_stdout(sys.stderr):
+            model_proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=ONNX_OPSET)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "UNIDIRECTIONAL_SEQUENCE_LSTM" in str(exc):
+            # tf2onnx's TFLite front end has no fused LSTM (TFMOT leaves LSTMs float anyway):
+            # calibrate the float ONNX with ONNX Runtime instead, and say so.
+            details = _onnx_int8_ptq(context, out_path)
+            return {**details, "source": "ONNX Runtime static quantization of the float ONNX (calibrated, not "
+                    "QAT: tf2onnx cannot translate TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM)"}
         raise ConversionError(f"tf2onnx could not translate the QAT int8 TFLite model: {first[:400]}") from None
     # tf2onnx names the edges after TFLite's fused tensor names ("model/quantize_layer/…");
     # apps look them up by the Keras names.

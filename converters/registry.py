@@ -29,7 +29,7 @@ class ConversionContext:
 
     Attributes:
         model: the float Keras model the user brought (or the distilled student): float
-            artifacts are converted from it, and quantized ones too unless ``qat_model`` is set.
+            artifacts are always converted from it, quantized ones too unless QAT ran.
         calibration: representative inputs for calibration, float32 (N, ...).
         workdir: a scratch folder for intermediate files (removed by the caller).
         qat_model: the quantization-aware (fake-quant) model after QAT, or None; the int8
@@ -38,6 +38,16 @@ class ConversionContext:
         calibration_method: "minmax", "percentile" or "entropy" (ONNX Runtime calibrators).
         cache: intermediate results shared between converters (e.g. the float ONNX graph).
         metadata: what apps need (labels, normalization, task), embedded in each artifact.
+        qat_export: the QAT model already exported for conversion (a SavedModel folder,
+            :func:`edgeqd.converters.export.export_saved_model`), e.g. by the child process
+            that trained it; used instead of ``qat_model``.
+        qat_softmax: the user's model ends in a softmax the QAT model leaves out (its
+            artifacts add it back).
+        qat_float_layers: "name (Kind)" of each layer TFMOT left float: the int8
+            conversion calibrates them on the representative samples (not trained).
+        run: ``run(stage, fn, *args)`` runs a stage that may crash natively (TFLite
+            calibration) in a child process (:meth:`edgeqd.isolate.Worker.call`); None
+            runs it here.
     """
 
     model: Any
@@ -48,6 +58,28 @@ class ConversionContext:
     calibration_method: str = "minmax"
     cache: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    qat_export: Optional[Path] = None
+    qat_softmax: bool = False
+    qat_float_layers: tuple = ()
+    run: Optional[Callable[..., Any]] = None
+    # A SavedModel without Keras layers (Keras 3 model.export()): the float formats and PTQ convert
+    # its serving signature (converters/serving.py); ``model`` then only wraps it for reference outputs.
+    saved_model_dir: Optional[Path] = None
+
+    @property
+    def quantization_aware(self) -> bool:
+        """Whether QAT ran: the int8 artifacts ship its ranges."""
+        return self.qat_model is not None or self.qat_export is not None
+
+    def run_stage(self, stage: str, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``, in the child process when :attr:`run` is set.
+
+        Args:
+            stage: what runs, for a crash message ("TFLite int8 conversion").
+            fn: an importable module-level function.
+            *args: its arguments (picklable).
+        """
+        return fn(*args) if self.run is None else self.run(stage, fn, *args)
 
 
 @dataclass(frozen=True)

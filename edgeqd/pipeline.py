@@ -46,12 +46,15 @@ class ConvertResult:
         manifest: the content of ``manifest.json``.
         artifacts: one row per requested format.
         problems: failed artifacts and ``max_drop`` violations, one sentence each.
+        warnings: int8 artifacts past the default warning thresholds
+            (:func:`edgeqd.verify.int8_warnings`), one sentence each; the run still succeeds.
     """
 
     out: Path
     manifest: dict[str, Any]
     artifacts: list[ArtifactResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def raise_for_problems(self) -> None:
         """Raise :class:`ConversionError` (exit 4) when any problem was recorded."""
@@ -91,17 +94,22 @@ def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
             "input_normalization": dataset.normalization, "output": "logits"}
 
 
-def load_keras(model: str | Path | Any, role: str, unsafe_deserialization: bool) -> tuple[Any, Optional[Path]]:
-    """A model given as a path (loaded safely) or as a ``tf_keras`` model; and its path.
+def load_keras(model: str | Path | Any, role: str, unsafe_deserialization: bool,
+               allow_serving: bool = False) -> tuple[Any, Optional[Path]]:
+    """A model given as a path (loaded safely; Keras 3 translated and proven) or as a ``tf_keras`` model; and its path.
 
     Args:
         model: a ``.keras``/``.h5``/SavedModel path or a loaded ``tf_keras`` model.
         role: what it is ("model", "teacher"), for messages.
         unsafe_deserialization: allow layers that carry code.
+        allow_serving: accept a SavedModel without Keras layers (Keras 3 ``model.export()``) for
+            post-training quantization from its serving signature; refused otherwise.
     """
-    from edgeqd.models import load_model
+    from edgeqd.models import is_serving_saved_model, load_model, load_serving_model
 
     if isinstance(model, (str, Path)):
+        if allow_serving and is_serving_saved_model(model):
+            return load_serving_model(model), Path(model)
         return load_model(Path(model), unsafe_deserialization=unsafe_deserialization), Path(model)
     import tf_keras as keras
 
@@ -157,7 +165,7 @@ def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
     from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
-    from edgeqd.verify import verify_artifact
+    from edgeqd.verify import check_float_artifact, verify_artifact
 
     converter = CONVERTERS[name]
     started = time.perf_counter()
@@ -172,6 +180,8 @@ def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
         details = converter.fn(context, target) or {}
         embed_metadata(target, converter.runtime, context.metadata)
         evaluation, inputs, outputs, predictions = verify_artifact(target, x_eval, reference, labels)
+        if not converter.quantized:  # a float artifact must compute what the float model computes
+            check_float_artifact(converter.filename, evaluation, reference)
     except EdgeqdError as exc:
         if interrupts.received() is not None:
             target.unlink(missing_ok=True)
@@ -194,27 +204,53 @@ def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
     return row, predictions
 
 
-def _build_artifacts(run: _Run, names: list[str], model, qat_model, dataset: Dataset, tmp: Path
-                     ) -> tuple[list[ArtifactResult], dict, dict]:
-    """Every format converted and verified against the float model: rows, calibration and parity sections."""
+def _context(run: _Run, model, qat, dataset: Dataset, worker):
+    """The converters' context: the float model, calibration samples, the QAT export, the child process."""
     from edgeqd.converters import ConversionContext
     from edgeqd.data import calibration_subset
-    from edgeqd.verify import parity
+    from edgeqd.models import model_source
+    from edgeqd.qat_stage import HINT_CALIBRATION
 
     settings = run.settings
     calibration, note = calibration_subset(dataset, settings.calibration.samples, settings.seed)
+
+    def isolated(stage: str, fn, *args):
+        return worker.call(stage, fn, *args, hint=HINT_CALIBRATION)
+
+    context = ConversionContext(model=model, calibration=calibration, workdir=run.scratch,
+                                per_channel=settings.calibration.per_channel,
+                                calibration_method=settings.calibration.method,
+                                metadata=artifact_metadata(model, dataset), run=isolated if worker else None,
+                                saved_model_dir=getattr(model_source(model), "saved_model_dir", None))
+    if qat is not None:
+        context.qat_export, context.qat_softmax, context.qat_float_layers = qat.export, qat.softmax, qat.float_layers
+    return context, note
+
+
+def _build_artifacts(run: _Run, names: list[str], model, qat, dataset: Dataset, tmp: Path, worker
+                     ) -> tuple[list[ArtifactResult], dict, dict]:
+    """Every format converted and verified against the float model: rows, calibration and parity sections."""
+    from edgeqd.verify import parity
+
+    settings = run.settings
+    context, note = _context(run, model, qat, dataset, worker)
     x_eval = dataset.x_eval[:settings.verify.eval_samples]
     labels = None if dataset.y_eval is None else dataset.y_eval[:settings.verify.eval_samples]
     run.report("evaluating the Keras model", 1, len(names) + 2)
     reference = model.predict(x_eval, batch_size=256, verbose=0).astype(np.float32)
     reference_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
-    context = ConversionContext(model=model, calibration=calibration, workdir=run.scratch, qat_model=qat_model,
-                                per_channel=settings.calibration.per_channel,
-                                calibration_method=settings.calibration.method,
-                                metadata=artifact_metadata(model, dataset))
+    mode = settings.mode
+    if qat is not None and {"tflite-int8", "onnx-int8"} & set(names):
+        from edgeqd.qat_stage import choose_int8
+
+        run.report("QAT or PTQ: comparing both int8 models on the validation split", 1, len(names) + 2)
+        choice = choose_int8(context, qat, dataset, settings)
+        run.sections["int8_choice"] = choice.section
+        if choice.shipped == "ptq":  # PTQ agreed better: the int8 artifacts are calibrated, not QAT's
+            context.qat_export, context.qat_float_layers, mode = None, (), "ptq (QAT fell back)"
     rows, top1 = [], {"keras": reference.argmax(1)}
-    if qat_model is not None:
-        top1["keras-fake-quant"] = qat_model.predict(x_eval, batch_size=256, verbose=0).argmax(1)
+    if context.quantization_aware:
+        top1["keras-fake-quant"] = qat.fake_quant_outputs.argmax(1)
     for done, name in enumerate(names, start=2):
         interrupts.check()  # a stage boundary: an interrupt a converter swallowed ends the run here
         run.report(f"converting {name}", done, len(names) + 2)
@@ -222,8 +258,8 @@ def _build_artifacts(run: _Run, names: list[str], model, qat_model, dataset: Dat
         rows.append(row)
         if predictions is not None:
             top1[name] = predictions.argmax(1)
-    calibration_section = {"samples": int(len(calibration)), "seed": settings.seed, "source": "training split",
-                           "mode": settings.mode, "per_channel": settings.calibration.per_channel,
+    calibration_section = {"samples": int(len(context.calibration)), "seed": settings.seed,
+                           "source": "training split", "mode": mode, "per_channel": settings.calibration.per_channel,
                            "onnx_method": settings.calibration.method, "note": note}
     reference_section = {"accuracy": reference_accuracy, "samples": int(len(x_eval))}
     run.sections["parity"] = parity(top1, labels)
@@ -231,38 +267,57 @@ def _build_artifacts(run: _Run, names: list[str], model, qat_model, dataset: Dat
 
 
 def _write_outputs(run: _Run, model, model_path: Optional[Path], dataset: Dataset, names: list[str],
-                   qat_model) -> ConvertResult:
+                   qat, worker) -> ConvertResult:
     """Convert, verify, write the manifest and the bundle into a folder renamed into place at the end."""
     from edgeqd.atomic import atomic_dir
     from edgeqd.bundle import write_bundle
     from edgeqd.converters import CONVERTERS
     from edgeqd.documents import MANIFEST_FILE, add_section, new_manifest, write_document
-    from edgeqd.models import describe_model, file_sha256
-    from edgeqd.verify import drop_problems
+    from edgeqd.models import describe_model, file_sha256, source_record
+    from edgeqd.verify import drop_problems, int8_warnings
 
     settings = run.settings
     with atomic_dir(run.out, force=run.force) as tmp:
         for file in run.copies:
             shutil.copy2(file, tmp / file.name)
-        rows, calibration, reference = _build_artifacts(run, names, model, qat_model, dataset, tmp)
+        rows, calibration, reference = _build_artifacts(run, names, model, qat, dataset, tmp, worker)
+        quantized = {n for n in names if CONVERTERS[n].quantized}
         problems = [f"{r.format} failed: {r.reason}" for r in rows if r.status == Status.FAILED]
-        problems += drop_problems(rows, reference["accuracy"], settings.verify.max_drop,
-                                  {n for n in names if CONVERTERS[n].quantized})
+        problems += drop_problems(rows, reference["accuracy"], settings.verify.max_drop, quantized)
+        warnings = int8_warnings(rows, reference["accuracy"], quantized)
         manifest = new_manifest(
             input_model={"path": str(model_path) if model_path else None,
-                         "sha256": file_sha256(model_path) if model_path else None, **describe_model(model)},
+                         "sha256": file_sha256(model_path) if model_path else None, **describe_model(model),
+                         **source_record(model, settings.qat is not None)},
             data={"name": dataset.name, "train_samples": int(len(dataset.x_train)),
                   "eval_samples": reference["samples"], "labelled": dataset.y_eval is not None,
                   "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names),
                   "normalization": dataset.normalization, "seed": settings.seed},
             calibration=calibration, keras=reference, artifacts=[r.to_dict() for r in rows],
             max_drop=settings.verify.max_drop, problems=problems)
+        add_section(manifest, "warnings", warnings)
         add_section(manifest, "settings", settings.to_dict())
         for name, section in run.sections.items():
             add_section(manifest, name, section)
         add_section(manifest, "bundle", write_bundle(tmp, manifest))
         write_document(tmp / MANIFEST_FILE, manifest)
-    return ConvertResult(out=run.out, manifest=manifest, artifacts=rows, problems=problems)
+    return ConvertResult(out=run.out, manifest=manifest, artifacts=rows, problems=problems, warnings=warnings)
+
+
+def _has_recurrent_layer(model) -> bool:
+    """Whether ``model`` holds an RNN layer (LSTM, GRU, SimpleRNN, also inside Bidirectional)."""
+    import tf_keras as keras
+
+    return any(isinstance(layer, keras.layers.RNN) for layer in model.submodules)
+
+
+def _prove_translations(model, teacher, dataset: Dataset) -> None:
+    """Prove Keras 3 translations again on the run's real data (they were proven on random inputs at load)."""
+    from edgeqd.models import prove_on_data
+
+    prove_on_data(model, dataset.x_train)
+    if teacher is not None and tuple(teacher.inputs[0].shape[1:]) == tuple(dataset.x_train.shape[1:]):
+        prove_on_data(teacher, dataset.x_train)
 
 
 def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str | Path,
@@ -301,8 +356,13 @@ def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str
     check_output_safe(out, [model, data, teacher, student_path])
     check_writable(out, force)
     report = progress or (lambda step, done, total: None)
+    from edgeqd.isolate import Worker
+
     # $TMPDIR/edgeqd-work-PID-XXXX: removed however the run ends; a killed run's is removed by the next.
-    with scratch_dir("edgeqd-work") as scratch:
+    # The worker is the child process that runs the stages which can crash natively (edgeqd.isolate).
+    with scratch_dir("edgeqd-work") as scratch, Worker() as worker:
+        if settings.qat is not None:
+            worker.start()  # its TensorFlow import overlaps loading the model and data here
         run = _Run(settings, out, force, unsafe_deserialization, report, scratch)
         teacher_model, teacher_path = (None, None) if teacher is None else \
             load_keras(teacher, "teacher", unsafe_deserialization)
@@ -310,22 +370,26 @@ def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str
             model, model_path = _distil_stage(run, teacher_model, data), None
         else:
             report("loading model and data", 0, len(names) + 2)
-            model, model_path = load_keras(model, "model", unsafe_deserialization)
+            model, model_path = load_keras(model, "model", unsafe_deserialization, allow_serving=settings.qat is None)
         from edgeqd.data import load_for_model
 
         dataset = load_for_model(model, data, seed=settings.seed)
-        qat_model = None
+        _prove_translations(model, teacher_model, dataset)
+        qat = None
         if settings.qat is not None:
-            from edgeqd.quantization.qat import train_qat
+            from edgeqd.data import calibration_subset
+            from edgeqd.qat_stage import run_qat
 
             interrupts.check()
-            outcome = train_qat(model, dataset, settings.qat, teacher=teacher_model,
-                                teacher_name=str(teacher_path or getattr(teacher_model, "name", "")) or None,
-                                per_channel=settings.calibration.per_channel, seed=settings.seed,
-                                eval_samples=settings.verify.eval_samples, progress=report)
-            qat_model = outcome.model
-            run.sections["quantize"] = outcome.section
+            qat = run_qat(model, dataset, settings, teacher=teacher_model,
+                          teacher_name=str(teacher_path or getattr(teacher_model, "name", "")) or None,
+                          calibration=calibration_subset(dataset, settings.calibration.samples, settings.seed)[0],
+                          scratch=scratch, worker=worker, progress=report)
+            run.sections["quantize"] = qat.section
         interrupts.check()
-        result = _write_outputs(run, model, model_path, dataset, names, qat_model)
+        # TFLite calibration runs in the child too where it is known to crash (RNN loops), and
+        # wherever the child runs anyway (QAT); elsewhere in this process, sparing a TensorFlow start.
+        isolate = settings.qat is not None or _has_recurrent_layer(model)
+        result = _write_outputs(run, model, model_path, dataset, names, qat, worker if isolate else None)
     report("done", 1, 1)
     return result

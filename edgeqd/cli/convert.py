@@ -100,11 +100,30 @@ def show_result(result, as_json: bool) -> None:
         left = section["left_float"]
         click.echo("left float: " + ("nothing — every layer is quantized" if not left else
                                      "; ".join(f"{f['name']} ({f['reason']})" for f in left)))
-    notes = [*section.get("notes", []), manifest.get("calibration", {}).get("note")]
+    choice = manifest.get("int8_choice")
+    if choice:
+        click.echo(_choice_line(choice))
+    notes = [*section.get("notes", []), manifest.get("calibration", {}).get("note"),
+             *(f"{a['file']}: {a['details']['note']}" for a in manifest["artifacts"]
+               if a["status"] == "ok" and (a.get("details") or {}).get("note"))]
     for note in filter(None, notes):
         click.echo(f"note: {note}")
+    for warning in manifest.get("warnings") or []:
+        click.echo(f"warning: {warning} (quantization lost more than usual; --max-drop PTS makes this an error)")
     ok = sum(a.status.value == "ok" for a in result.artifacts)
     click.echo(f"wrote {result.out}/ (manifest.json + {ok} artifacts)")
+
+
+def _choice_line(choice: dict) -> str:
+    """One line on which int8 model shipped: QAT's or PTQ's, with both validation figures."""
+    def figure(which: str) -> str:
+        entry = choice.get(which) or {}
+        if "agreement" in entry:
+            return f"{which.upper()} {100 * entry['agreement']:.2f}% (KL {entry['kl']:.2g})"
+        return f"{which.upper()} " + ("failed" if "failed" in entry else "not built")
+
+    return (f"int8: {choice['shipped'].upper()} shipped — agreement with the {choice['target']} on "
+            f"{choice['validation_samples']} validation samples: {figure('qat')}, {figure('ptq')}; {choice['reason']}")
 
 
 def _pipeline_command(name: str, default_mode: str, help_text: str) -> click.Command:
