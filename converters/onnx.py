@@ -17,6 +17,9 @@ from edgeqd.errors import ConversionError
 
 ONNX_OPSET = 17
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# TFLite builtins tf2onnx 1.17's TFLite front end has no handler for (checked: it logs
+# "Unsupported ops" and fails later on a dangling constant).
+TFLITE_OPS_TF2ONNX_LACKS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM"})
 
 
 def _float_onnx(context: ConversionContext) -> Path:
@@ -150,19 +153,23 @@ def _onnx_int8_from_qat(context: ConversionContext, out_path: Path) -> dict:
 
     from edgeqd.converters.tflite import tflite_bytes
 
+    from ai_edge_litert.interpreter import Interpreter
+
     tflite_path = context.workdir / "qat_int8.tflite"
     tflite_path.write_bytes(tflite_bytes(context, "qat", "int8"))
+    missing = TFLITE_OPS_TF2ONNX_LACKS & {op["op_name"] for op in Interpreter(
+        model_path=str(tflite_path))._get_ops_details()}
+    if missing:
+        # tf2onnx's TFLite front end has no fused LSTM (and TFMOT leaves LSTMs float anyway):
+        # calibrate the float ONNX with ONNX Runtime instead, and say so.
+        details = _onnx_int8_ptq(context, out_path)
+        return {**details, "source": "ONNX Runtime static quantization of the float ONNX (calibrated, not QAT: "
+                f"tf2onnx cannot translate TFLite's {', '.join(sorted(missing))})"}
     try:
         with contextlib.redirect_stdout(sys.stderr):
             model_proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=ONNX_OPSET)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if "UNIDIRECTIONAL_SEQUENCE_LSTM" in str(exc):
-            # tf2onnx's TFLite front end has no fused LSTM (TFMOT leaves LSTMs float anyway):
-            # calibrate the float ONNX with ONNX Runtime instead, and say so.
-            details = _onnx_int8_ptq(context, out_path)
-            return {**details, "source": "ONNX Runtime static quantization of the float ONNX (calibrated, not "
-                    "QAT: tf2onnx cannot translate TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM)"}
         raise ConversionError(f"tf2onnx could not translate the QAT int8 TFLite model: {first[:400]}") from None
     # tf2onnx names the edges after TFLite's fused tensor names ("model/quantize_layer/…");
     # apps look them up by the Keras names.

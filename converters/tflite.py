@@ -170,8 +170,13 @@ def tflite_bytes(context: ConversionContext, which: str, precision: str) -> byte
         calibrates = precision in ("int8", "int16x8")
         options = {"precision": precision, "per_channel": context.per_channel, "short_names": which == "qat"}
         stage = f"TFLite {precision} conversion" + (" (calibration)" if calibrates else "")
-        context.cache[key] = context.run_stage(stage, convert_saved_model, str(_export(context, which)), options,
-                                               context.calibration if calibrates else None)
+        try:
+            context.cache[key] = context.run_stage(stage, convert_saved_model, str(_export(context, which)),
+                                                   options, context.calibration if calibrates else None)
+        except ConversionError as exc:  # remembered: a conversion that crashed once is not run twice
+            context.cache[key] = exc
+    if isinstance(context.cache[key], ConversionError):
+        raise context.cache[key]
     return context.cache[key]
 
 

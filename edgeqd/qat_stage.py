@@ -209,8 +209,10 @@ def choose_int8(context, qat: QATRun, dataset: Dataset, settings: ConvertSetting
         shipped = "ptq" if ptq_better else "qat"
         reason = ("PTQ agrees better with the target on the validation split" if ptq_better else
                   "QAT agrees with the target at least as well as PTQ on the validation split")
-    else:
+    elif qat_ok or ptq_ok:
         shipped = "ptq" if ptq_ok else "qat"
         reason = f"the {'QAT' if shipped == 'ptq' else 'PTQ'} int8 conversion failed"
+    else:
+        shipped, reason = "qat", "both int8 conversions failed (the int8 rows say why)"
     section.update(shipped=shipped, reason=reason)
     return Choice(shipped, section)

@@ -135,6 +135,52 @@ def test_max_drop_flags_an_int8_model_that_loses_accuracy(small_model_path, fash
     assert len(result.problems) == 1 and "> --max-drop 1.0" in result.problems[0]
     assert f"drop {row.accuracy_drop_pts:.2f} pts" in result.problems[0]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["problems"] == result.problems
+    # Past the default warning thresholds too: a warning line, in the manifest as well.
+    assert len(result.warnings) == 1 and result.warnings[0].startswith(f"model_int8.tflite: drop "
+                                                                       f"{row.accuracy_drop_pts:.2f} pts > 2.0")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["warnings"] == result.warnings
+
+
+@pytest.fixture
+def wrong_float_format():
+    """A float format whose converter ships another model (the same layers, weights shuffled): a broken artifact."""
+    from edgeqd.converters import CONVERTERS, register_converter
+
+    @register_converter("tflite-fp32-wrong", filename="model_wrong_fp32.tflite", runtime="tflite", quantized=False,
+                        description="test only: a float32 TFLite of the wrong weights")
+    def _wrong(context, out_path):
+        import tf_keras as keras
+
+        from edgeqd.converters.export import export_saved_model
+        from edgeqd.converters.tflite import convert_saved_model
+
+        wrong = keras.models.clone_model(context.model)
+        rng = np.random.default_rng(0)
+        wrong.set_weights([rng.permutation(w.ravel()).reshape(w.shape) for w in context.model.get_weights()])
+        export = export_saved_model(wrong, context.workdir / "export-wrong", batch=None)
+        out_path.write_bytes(convert_saved_model(str(export), {"precision": "float32"}, None))
+        return {}
+
+    try:
+        yield "tflite-fp32-wrong"
+    finally:
+        CONVERTERS.pop("tflite-fp32-wrong")
+
+
+def test_a_float_artifact_that_disagrees_with_the_float_model_is_a_failed_row(small_model_path, small_npz, tmp_path,
+                                                                             wrong_float_format):
+    from edgeqd.errors import ConversionError
+
+    result = convert(small_model_path, small_npz, tmp_path / "out", settings(["tflite-fp32", wrong_float_format]))
+    right, wrong = result.artifacts
+    assert right.status == Status.OK and right.evaluation.agreement == 1.0
+    assert wrong.status == Status.FAILED and wrong.file == ""
+    assert "model_wrong_fp32.tflite is a float artifact but agrees with the float model on only" in wrong.reason
+    assert not (tmp_path / "out" / "model_wrong_fp32.tflite").exists()  # a failed artifact is not shipped
+    assert result.problems == [f"{wrong_float_format} failed: {wrong.reason}"]
+    with pytest.raises(ConversionError) as raised:  # the CLI's exit 4
+        result.raise_for_problems()
+    assert raised.value.exit_code == 4
 
 
 def test_calibration_subset_is_seeded_and_takes_all_samples_when_fewer(fashion):

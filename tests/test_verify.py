@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from edgeqd.errors import ConversionError
-from edgeqd.verify import BATCH, artifact_io, predict, verify_artifact
+from edgeqd.types import ArtifactResult, Evaluation, Status
+from edgeqd.verify import (BATCH, FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF, WARN_DROP_PTS, WARN_MIN_AGREEMENT, artifact_io,
+                           check_float_artifact, int8_warnings, predict, verify_artifact)
 
 
 def _direct_tflite(path, x):
@@ -126,3 +128,33 @@ def test_unloadable_file_and_unfitting_data_are_conversion_errors(converted, tmp
         predict(broken, np.zeros((2, 28, 28, 1), np.float32))
     with pytest.raises(ConversionError, match="100 values.*784"):
         predict(converted.out / "model_int8.onnx", np.zeros((2, 10, 10, 1), np.float32))
+
+
+# ---------------------------------------------------------------- the tolerance of float artifacts
+
+def test_a_float_artifact_may_differ_by_rounding_but_not_by_function():
+    reference = np.random.default_rng(0).standard_normal((200, 10)).astype("float32")
+    typical = float(np.abs(reference).mean())
+    # float16 weights: every top-1 the same, outputs off by ~0.05 %
+    check_float_artifact("fp16.tflite", Evaluation(200, None, 1.0, 5e-4 * typical), reference)
+    # one tie broken the other way on 20 samples (95 %) is rounding, not a wrong model
+    check_float_artifact("fp32.tflite", Evaluation(20, None, 0.95, 1e-6), reference)
+    with pytest.raises(ConversionError, match=r"agrees with the float model on only 98.00% of 200 samples"):
+        check_float_artifact("fp32.tflite", Evaluation(200, None, 0.98, 1e-6), reference)
+    bound = FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF * (1 + typical)
+    with pytest.raises(ConversionError, match=r"outputs differ from the float model's by"):
+        check_float_artifact("fp32.tflite", Evaluation(200, None, 1.0, 1.5 * bound), reference)
+
+
+def test_int8_warnings_name_the_artifact_past_either_threshold():
+    def row(name, drop, agreement):
+        return ArtifactResult(name, f"{name}.bin", "tflite", Status.OK, evaluation=Evaluation(500, 0.8, agreement, 0.1),
+                              accuracy_drop_pts=drop)
+
+    rows = [row("fine", WARN_DROP_PTS, WARN_MIN_AGREEMENT), row("dropped", WARN_DROP_PTS + 0.5, 0.99),
+            row("disagrees", 0.0, WARN_MIN_AGREEMENT - 0.01), row("float", 9.0, 0.5)]
+    warnings = int8_warnings(rows, 0.85, {"fine", "dropped", "disagrees"})
+    assert warnings == ["dropped.bin: drop 2.50 pts > 2.0 on 500 samples",
+                        "disagrees.bin: agreement with the float model 94.00% < 95% on 500 samples"]
+    # Without labels there is no drop, but agreement still warns.
+    assert int8_warnings(rows[2:3], None, {"disagrees"}) == [warnings[1]]
