@@ -226,21 +226,33 @@ def mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _paired(runs: dict, key: str) -> str:
+    """Mean ± std over seeds of (row − alone) with the same seed: same split, same initial weights."""
+    if key in ("alone", "alone-aug") or "alone" not in runs:
+        return "—"
+    seeds = sorted(set(runs[key]) & set(runs["alone"]))
+    deltas = [100 * (runs[key][s]["accuracy"] - runs["alone"][s]["accuracy"]) for s in seeds]
+    if not deltas:
+        return "—"
+    mean, std = mean_std(deltas)
+    return f"{mean:+.2f} ± {std:.2f}"
+
+
 def _table(task_state: dict, rows: list[str]) -> tuple[list[str], list[str]]:
     """Markdown table lines and verdict lines of one task."""
     info = task_state["info"]
     teacher = info["teacher_accuracy"]
     runs = task_state["runs"]
     figures = {key: [runs[key][s]["accuracy"] for s in sorted(runs.get(key, {}))] for key in rows}
-    lines = ["| row | params | × smaller | test accuracy | vs alone (pts) | gap closed | vs alone+aug | seeds | s/run |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| row | params | × smaller | test accuracy | vs alone (pts) | paired Δ (pts) | gap closed | "
+             "vs alone+aug | seeds | s/run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     alone = mean_std(figures["alone"]) if figures.get("alone") else None
     alone_aug = mean_std(figures["alone-aug"]) if figures.get("alone-aug") else None
     verdicts = []
     for key in rows:
         values = figures.get(key) or []
         if not values:
-            lines.append(f"| {ROWS[key].label} | | | not run | | | | 0 | |")
+            lines.append(f"| {ROWS[key].label} | | | not run | | | | | 0 | |")
             continue
         mean, std = mean_std(values)
         params = runs[key][sorted(runs[key])[0]]["params"]
@@ -253,7 +265,7 @@ def _table(task_state: dict, rows: list[str]) -> tuple[list[str], list[str]]:
             gap = (mean - base[0]) / (teacher - base[0]) if teacher != base[0] else float("nan")
             cells.append((f"{100 * (mean - base[0]):+.2f}", f"{100 * gap:.0f}%"))
         lines.append(f"| {ROWS[key].label} | {params:,} | {info['teacher_params'] / params:.1f} | "
-                     f"{100 * mean:.2f} ± {100 * std:.2f}% | {cells[0][0]} | {cells[0][1]} | "
+                     f"{100 * mean:.2f} ± {100 * std:.2f}% | {cells[0][0]} | {_paired(runs, key)} | {cells[0][1]} | "
                      f"{cells[1][1]} ({cells[1][0]}) | {len(values)} | {seconds:.0f} |")
         if key not in ("alone", "alone-aug") and alone is not None:
             for name, base in (("alone", alone), ("alone+aug", alone_aug)):
@@ -265,7 +277,7 @@ def _table(task_state: dict, rows: list[str]) -> tuple[list[str], list[str]]:
                 verdicts.append(f"{key} vs {name}: {100 * gap:.0f}% of the gap, {margin:.1f} std ahead → "
                                 f"{'goal met' if met else 'goal not met'}")
     lines.append(f"| teacher ({info['teacher_note']}) | {info['teacher_params']:,} | 1.0 | {100 * teacher:.2f}% | "
-                 f"— | — | — | — | — |")
+                 f"— | — | — | — | — | — |")
     return lines, verdicts
 
 
