@@ -35,9 +35,25 @@ def _error_line(exc: Exception) -> str:
     Args:
         exc: what ``convert()`` raised.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    lines = [_without_location(line.strip()) for line in str(exc).splitlines() if line.strip()]
+    errors = [_without_location(line.split("error: ", 1)[1]) for line in lines if "error: " in line]
     return (errors or lines or [type(exc).__name__])[0]
+
+
+def _without_location(line: str) -> str:
+    """``line`` without a leading MLIR source location ``loc(callsite(…)): ``.
+
+    >>> _without_location('loc(fused["a", "b"] at x(y)): op failed')
+    'op failed'
+    """
+    if not line.startswith("loc("):
+        return line
+    depth = 0
+    for index, char in enumerate(line):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and char == ")":
+            return line[index + 1:].lstrip(": ").strip() or line
+    return line
 
 
 def _convert(converter, what: str) -> bytes:

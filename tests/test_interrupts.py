@@ -87,14 +87,15 @@ def _started(then: float):
 
 
 def _staged(out: Path, *present: str, absent: str = "", tf_export: bool = False, then: float = 0.0):
-    """Wait until the temporary output holds ``present`` (and not ``absent``), optionally while
-    TensorFlow's converter has its SavedModel export in $TMPDIR (it is converting), then ``then`` s."""
+    """Wait until the temporary output holds ``present`` (and not ``absent``), optionally once the
+    run's SavedModel export for the TFLite converter is in its scratch folder in $TMPDIR (made
+    before the first TFLite conversion and converted by every one), then ``then`` s."""
     def moment(proc, tmpdir):
         def ready():
             for folder in out.parent.glob(f".{out.name}.tmp-*"):
                 names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
                 if set(present) <= names and absent not in names and (
-                        not tf_export or any(p.name.startswith("tmp") for p in tmpdir.iterdir())):
+                        not tf_export or any(tmpdir.glob("edgeqd-work-*/export-float/saved_model.pb"))):
                     return True
             return False
         _watch(proc, ready, f"{', '.join(present)} in the temporary output")
@@ -105,9 +106,10 @@ def _staged(out: Path, *present: str, absent: str = "", tf_export: bool = False,
 CONVERT_MOMENTS = {
     # start-up: importing TensorFlow, loading the model
     "start": lambda out: _started(0.3),
-    # inside the int8 TFLite conversion (where SIGINT used to be swallowed and the output committed)
+    # inside the int8 TFLite conversion (where SIGINT used to be swallowed and the output committed):
+    # it starts as soon as model_fp32.tflite is verified, and calibrating takes a second or two
     "tflite-int8": lambda out: _staged(out, "model_fp32.tflite", absent="model_int8.tflite", tf_export=True,
-                                       then=0.2),
+                                       then=0.3),
     # the ONNX converter's import and the float ONNX conversion (once an ImportError recorded as a row;
     # before the fix, 0.05-0.3 s after model_int8.tflite appeared, 3 of 5 tries exited 0 with the output)
     "onnx-fp32": lambda out: _staged(out, "model_int8.tflite", absent="model_fp32.onnx", then=0.2),
@@ -173,6 +175,44 @@ def test_distill_interrupted(tmp_path, small_model_path, small_npz, signum, mome
         assert (tmp_path / ".student.keras.checkpoint" / "state.json").is_file()
         assert "--resume" in done.stderr
     assert snapshot(inputs) == before
+
+
+# ---------------------------------------------------------------- QAT: training runs in a child process
+
+def _children_of_run(tmpdir: Path) -> list[int]:
+    """Processes still alive from the run that used ``tmpdir`` (edgeqd's child inherits its $TMPDIR)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"TMPDIR={tmpdir}".encode() in environ:
+            alive.append(int(proc.name))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_qat_interrupted_while_its_child_trains(tmp_path, small_model_path, small_npz, signum):
+    """The parent ends with 130/143 and commits nothing; the child training QAT is gone too."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "m.keras").write_bytes(small_model_path.read_bytes())
+    (inputs / "d.npz").write_bytes(small_npz.read_bytes())
+    out = tmp_path / "out"
+
+    def training(proc, tmpdir):  # the parent saved the model for its child, which is starting to train
+        _watch(proc, lambda: any(tmpdir.glob("edgeqd-work-*/qat-input.keras")), "the model saved for the child")
+        time.sleep(2.0)
+
+    done, tmpdir = _interrupt(["convert", inputs / "m.keras", "--data", inputs / "d.npz", "--out", out, "--mode",
+                               "qat", "--epochs", 20, "--eval-samples", 100], tmp_path, signum, training)
+    _assert_interrupted(done, signum, tmpdir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "private-tmp"]
+    assert _children_of_run(tmpdir) == []
 
 
 # ---------------------------------------------------------------- in-process: what native code does

@@ -99,6 +99,10 @@ def test_convert_mode_qat_succeeds_and_reports_what_stayed_float(name, models, t
         assert "keras-fake-quant" in result.output and "agrees with tflite-int8" in result.output
         assert "left float: layer_norm (LayerNormalization" in result.output
         assert "rewrote separable_conv2d (separable-conv2d)" in result.output
+        assert "int8: QAT shipped — agreement with the float model on 200 validation samples: QAT " in result.output
+        # INTEGRATION.md quotes the artifact's own names: the user's input name, no TFMOT FakeQuant names.
+        integration = (out / "INTEGRATION.md").read_text()
+        assert "`serving_default_image:0`" in integration and "FakeQuant" not in integration
     section = manifest["quantize"]
     assert EXPECTED[name]["rules"] <= {r["rule"] for r in section["rewrites"]}
     assert [f["kind"] for f in section["left_float"]] == EXPECTED[name]["float"]
