@@ -171,6 +171,7 @@ def test_keras3_teacher_gives_a_keras3_student_with_the_same_outputs(request, sm
     difference = np.abs(np.asarray(student.predict(x, verbose=0)) - expected).max()
     assert difference <= PARITY_RTOL * np.abs(expected).max()
     assert any("written for Keras 3" in note for note in result.notes), result.notes
+    assert any(note.startswith("teacher: a Keras 3 model translated") for note in result.notes), result.notes
     report = json.loads(out.with_name("student.distill.json").read_text())
     assert any("written for Keras 3" in note for note in report["notes"])
 
