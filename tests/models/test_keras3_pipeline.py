@@ -183,7 +183,6 @@ def test_keras3_student_cannot_be_written_as_h5(keras3_models, small_npz, tmp_pa
     assert not (tmp_path / "s.h5").exists()
 
 
-@pytest.mark.slow
 def test_convert_distill_from_a_keras3_teacher_keeps_a_keras3_student(keras3_models, small_npz, tmp_path):
     import keras
 
@@ -205,7 +204,6 @@ def exported(keras3_models, tmp_path_factory):
     return path
 
 
-@pytest.mark.slow
 def test_exported_savedmodel_converts_with_ptq_from_its_signature(exported, keras3_models, small_npz, tmp_path):
     import keras
 
