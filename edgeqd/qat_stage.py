@@ -11,7 +11,8 @@ defined in the caller's own script) trains in this process instead, with a note.
 :func:`choose_int8` then converts both int8 TFLite models — QAT's and PTQ's (calibrated
 on the same samples) — runs them on the validation split QAT picked its epoch on, and
 ships the better one by :func:`edgeqd.quantization.finetune.better` (agreement with the
-model QAT aims at; within 1/√n, the lower KL). QAT starts from calibrated ranges, so
+model QAT aims at; within 1/√n, the lower mean total-variation distance of the
+class probabilities, defined where an int8 softmax rounds small ones to 0). QAT starts from calibrated ranges, so
 it is rarely worse; when it is, PTQ ships, and the manifest records both figures and
 the choice. ``QATSettings.fallback=False`` (``--no-fallback``) ships QAT regardless.
 """
@@ -165,13 +166,15 @@ class Choice:
 def _figures(context, which: str, x_val: np.ndarray, target: np.ndarray, softmax: bool) -> dict:
     """Convert ``which`` int8 model (memoized in the context: the converters reuse it) and measure it."""
     from edgeqd.converters.tflite import tflite_bytes
-    from edgeqd.quantization.calibrate import agreement_and_kl
+    from edgeqd.quantization.calibrate import total_variation
     from edgeqd.verify import predict
 
     path = context.workdir / f"choice-{which}-int8.tflite"
     path.write_bytes(tflite_bytes(context, "qat" if which == "qat" else "float", "int8"))
-    agreement, kl = agreement_and_kl(predict(path, x_val), target, probabilities=softmax)
-    return {"agreement": round(agreement, 5), "kl": float(f"{kl:.4g}"), "bytes": path.stat().st_size}
+    outputs = predict(path, x_val)
+    agreement = float((outputs.argmax(1) == target.argmax(1)).mean())
+    distance = total_variation(outputs, target, probabilities=softmax)
+    return {"agreement": round(agreement, 5), "tv": float(f"{distance:.4g}"), "bytes": path.stat().st_size}
 
 
 def choose_int8(context, qat: QATRun, dataset: Dataset, settings: ConvertSettings) -> Choice:
@@ -190,8 +193,9 @@ def choose_int8(context, qat: QATRun, dataset: Dataset, settings: ConvertSetting
     x_train, _ = training_subset(dataset, settings.qat.train_samples, settings.seed)
     x_val = x_train[qat.validation]
     section: dict[str, Any] = {"validation_samples": int(len(x_val)), "target": qat.section["selection"]["target"],
-                               "rule": "top-1 agreement with the target; within 1/sqrt(n), the lower KL; "
-                                       "PTQ only when strictly better", "fallback": settings.qat.fallback}
+                               "rule": "top-1 agreement with the target; within 1/sqrt(n), the lower mean "
+                                       "total-variation distance (tv) of the class probabilities; PTQ only when "
+                                       "strictly better", "fallback": settings.qat.fallback}
     figures = {}
     for which in ("qat", "ptq"):
         if which == "ptq" and not settings.qat.fallback:
@@ -205,7 +209,7 @@ def choose_int8(context, qat: QATRun, dataset: Dataset, settings: ConvertSetting
     if not settings.qat.fallback:
         shipped, reason = "qat", "--no-fallback"
     elif qat_ok and ptq_ok:
-        ptq_better = better(figures["ptq"], figures["qat"], len(x_val))
+        ptq_better = better(figures["ptq"], figures["qat"], len(x_val), divergence="tv")
         shipped = "ptq" if ptq_better else "qat"
         reason = ("PTQ agrees better with the target on the validation split" if ptq_better else
                   "QAT agrees with the target at least as well as PTQ on the validation split")

@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["QuantizerRange", "quantizer_ranges", "calibrate_ranges", "freeze_batchnorm", "agreement_and_kl"]
+__all__ = ["QuantizerRange", "quantizer_ranges", "calibrate_ranges", "freeze_batchnorm", "agreement_and_kl",
+           "total_variation"]
 
 # Activation kinds: the quantizer sits on the wrapped layer's output.
 _ACTIVATION_KINDS = ("output", "post_activation", "pre_activation")
@@ -183,6 +184,25 @@ def freeze_batchnorm(qat_model) -> int:
             layer.trainable = False  # tf_keras: a non-trainable batch norm also runs in inference mode
             frozen += 1
     return frozen
+
+
+def total_variation(outputs: np.ndarray, reference: np.ndarray, probabilities: bool = False) -> float:
+    """Mean total-variation distance ½·Σ|p − q| between the candidate's and the reference's class probabilities.
+
+    Bounded in [0, 1] and defined where an int8 softmax rounds small probabilities to
+    exactly 0 (where a KL divergence is dominated by how that 0 is floored).
+
+    Args:
+        outputs: the candidate's logits (N, classes), or its probabilities.
+        reference: the reference's logits on the same inputs.
+        probabilities: ``outputs`` are probabilities, not logits.
+
+    >>> total_variation(np.array([[1.0, 0.0]]), np.array([[0.0, -50.0]]), probabilities=True)
+    0.0
+    """
+    p = np.exp(_log_softmax(np.asarray(reference, np.float64)))
+    q = np.asarray(outputs, np.float64) if probabilities else np.exp(_log_softmax(np.asarray(outputs, np.float64)))
+    return float(0.5 * np.abs(p - q).sum(axis=1).mean())
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -44,18 +44,19 @@ def validation_split(count: int, validation_samples: int, seed: int) -> tuple[np
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
-def better(candidate: dict, best: dict, samples: int) -> bool:
-    """Whether ``candidate`` beats ``best`` ({"agreement": …, "kl": …} on ``samples`` validation samples).
+def better(candidate: dict, best: dict, samples: int, divergence: str = "kl") -> bool:
+    """Whether ``candidate`` beats ``best`` ({"agreement": …, divergence: …} on ``samples`` validation samples).
 
     Args:
         candidate: figures of the newcomer.
         best: figures of the one to beat (it wins ties).
         samples: validation samples behind the figures.
+        divergence: the key of the lower-is-better figure that decides close calls.
     """
     margin = 1.0 / math.sqrt(max(1, samples))  # about one standard error of an agreement near 50-100 %
     if abs(candidate["agreement"] - best["agreement"]) > margin:
         return candidate["agreement"] > best["agreement"]
-    return candidate["kl"] < best["kl"]
+    return candidate[divergence] < best[divergence]
 
 
 class KDTrainer:
