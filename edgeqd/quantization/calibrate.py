@@ -197,8 +197,8 @@ def total_variation(outputs: np.ndarray, reference: np.ndarray, probabilities: b
         reference: the reference's logits on the same inputs.
         probabilities: ``outputs`` are probabilities, not logits.
 
-    >>> total_variation(np.array([[1.0, 0.0]]), np.array([[0.0, -50.0]]), probabilities=True)
-    0.0
+    >>> round(total_variation(np.array([[0.5, 0.5]]), np.array([[0.0, -50.0]]), probabilities=True), 6)
+    0.5
     """
     p = np.exp(_log_softmax(np.asarray(reference, np.float64)))
     q = np.asarray(outputs, np.float64) if probabilities else np.exp(_log_softmax(np.asarray(outputs, np.float64)))
