@@ -6,12 +6,16 @@
 1. **distil** (``settings.distill``): a student is distilled from ``teacher``
    (:mod:`edgeqd.distillation`) and becomes the model to quantize;
 2. **load**: the model and the data it needs (:func:`edgeqd.data.load_for_model`);
-3. **QAT** (``settings.qat``): quantization-aware fine-tuning, with the teacher in
-   the SGD steps when there is one (:mod:`edgeqd.quantization.qat`);
+3. **QAT** (``settings.qat``): quantization-aware fine-tuning from calibrated ranges,
+   distilling from the float model or the teacher, in a child process
+   (:mod:`edgeqd.qat_stage`, :mod:`edgeqd.quantization.qat`, :mod:`edgeqd.isolate`);
 4. **convert**: every requested format (:mod:`edgeqd.converters`); float formats from
-   the float model, quantized ones from the QAT model when QAT ran;
+   the float model, quantized ones from the QAT model when QAT ran — unless PTQ's int8
+   model agrees better with the float model on QAT's validation split, then PTQ's;
 5. **verify**: every artifact runs in its real runtime on the held-out samples and is
-   compared with the float model the stages started from (:mod:`edgeqd.verify`);
+   compared with the float model the stages started from (:mod:`edgeqd.verify`): a
+   float artifact off that model is a failed row, an int8 one past the warning
+   thresholds a warning;
 6. **manifest** and **bundle**: ``manifest.json`` through :mod:`edgeqd.documents`, then
    labels, the C array and INTEGRATION.md (:mod:`edgeqd.bundle`).
 

@@ -135,8 +135,9 @@ def native_logs_captured() -> Iterator[Optional[int]]:
         log.close()
         faulthandler.disable()
         real_stderr.close()
-        if was_enabled:  # PYTHONFAULTHANDLER=1 or the test runner: back to sys.stderr
-            faulthandler.enable()
+        if was_enabled:  # PYTHONFAULTHANDLER=1 or a test runner had it on: back to the process's stderr
+            with contextlib.suppress(Exception):  # a stderr without a descriptor: leave it off
+                faulthandler.enable(file=sys.__stderr__)
 
 
 @contextlib.contextmanager

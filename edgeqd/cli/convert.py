@@ -32,7 +32,8 @@ def _pipeline_options(default_mode: str) -> Callable:
         click.option("--mode", type=click.Choice(MODES), default=default_mode, show_default=True,
                      help="ptq: calibrate int8 ranges; qat: quantization-aware fine-tuning first."),
         click.option("--teacher", type=click.Path(path_type=Path), default=None, metavar="MODEL",
-                     help="Distil from this model in every QAT step (--mode qat)."),
+                     help="Distil from this model in every QAT step (--mode qat) [default: the float model "
+                          "teaches itself]."),
         settings_options(QATSettings),
         click.option("--distill-from", type=click.Path(path_type=Path), default=None, metavar="TEACHER",
                      help="Distil a student from TEACHER first and convert the student (no MODEL); with "
@@ -153,13 +154,14 @@ convert_command = _pipeline_command("convert", "ptq", """Convert MODEL (.keras, 
     parameters, accuracy, agreement and sha256 digests. --mode qat fine-tunes first
     (see `edgeqd quantize`); --distill-from TEACHER --student SPEC distils a student first.
     """)
-quantize_command = _pipeline_command("quantize", "qat", """Quantize MODEL: QAT (distilling from --teacher in every step) or calibrated PTQ.
+quantize_command = _pipeline_command("quantize", "qat", """Quantize MODEL: QAT (from calibrated ranges, distilling from the float model or --teacher) or calibrated PTQ.
 
     `edgeqd convert` with --mode qat by default. Layers TFMOT rejects are rewritten into
     equivalents (checked numerically); what still cannot be quantized stays float and is
-    listed. The Keras model, the fake-quant model and every artifact are evaluated on the
-    same held-out split: their accuracies and pairwise agreement are printed and written
-    to DIR/manifest.json.
+    listed. The best epoch on a validation split is kept, and the QAT and PTQ int8 models
+    are compared there: the better ships (--no-fallback: QAT). The Keras model, the
+    fake-quant model and every artifact are evaluated on the same held-out split: their
+    accuracies and pairwise agreement are printed and written to DIR/manifest.json.
     """)
 
 

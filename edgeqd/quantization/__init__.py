@@ -1,10 +1,15 @@
-"""Quantization: QAT with the teacher in the loop (TFMOT), after rewriting what TFMOT rejects.
+"""Quantization: QAT from calibrated ranges, distilling from the float model or a teacher (TFMOT).
 
 * :mod:`edgeqd.quantization.qat` — the QAT stage of the pipeline (:func:`train_qat`);
+* :mod:`edgeqd.quantization.calibrate` — every fake-quant range calibrated before the
+  first step, batch norms frozen (QAT starts where PTQ ends);
+* :mod:`edgeqd.quantization.finetune` — distillation epochs, the best one kept on a
+  validation split (epoch 0: calibrated, untrained), and the comparison rule;
 * :mod:`edgeqd.quantization.prepare` — the model TFMOT will train: rewritten, annotated,
   and the list of layers left float;
 * :mod:`edgeqd.quantization.rewrite` — equivalent rewrites of layer patterns TFMOT
-  rejects, checked numerically;
+  rejects, checked numerically; :mod:`edgeqd.quantization.lift` lifts a whole 1-D trunk
+  to 2-D first;
 * :mod:`edgeqd.quantization.graph` — the functional-graph helpers the rewrites use.
 
 :func:`quantize` is a preset of :func:`edgeqd.pipeline.convert` with QAT on.
@@ -36,7 +41,7 @@ def quantize(model: str | Path | Any, data: str | Path | Dataset, out: str | Pat
         data: ``fashion-mnist``, an ``.npz``, an image folder, or a loaded Dataset.
         out: the output folder (created atomically).
         settings: the run's settings (default: QAT with :class:`QATSettings` defaults).
-        teacher: a model to distil from in every QAT step, or None (labels only).
+        teacher: a model to distil from in every QAT step, or None (the float model teaches itself).
         force: replace an existing ``out``.
         unsafe_deserialization: allow model files whose layers carry code.
         progress: called as ``progress(step, done, total)``.
