@@ -33,8 +33,10 @@ class Dataset:
 
     Attributes:
         name: where the data came from ("fashion-mnist", a path).
-        x_train: training / calibration inputs, float32, shape (N, ...).
-        y_train: integer class labels for ``x_train``, or None (unlabelled data).
+        x_train: training / calibration inputs, shape (N, ...): float32, or the model's integer
+            dtype (token ids, indices) when its input is integer.
+        y_train: integer class labels for ``x_train`` (classification), float32 targets of
+            shape (N,) or (N, k) (regression), or None (unlabelled data).
         x_eval: held-out inputs used for every accuracy figure.
         y_eval: integer labels for ``x_eval``, or None.
         class_names: one name per class, in label order (empty when unknown).
@@ -42,6 +44,8 @@ class Dataset:
             ({"scale": s, "offset": o} meaning x = raw * scale + offset).
         label_width: the number of columns of one-hot labels as given (None for integer
             labels); it must equal the model's number of outputs.
+        task: "classification" (integer or one-hot labels, or none) or "regression" (real-valued
+            targets: accuracy is replaced by MAE, RMSE and max |error|).
     """
 
     name: str
@@ -52,6 +56,12 @@ class Dataset:
     class_names: tuple[str, ...] = ()
     normalization: dict = field(default_factory=lambda: {"scale": 1.0, "offset": 0.0})
     label_width: Optional[int] = None
+    task: str = "classification"
+
+    @property
+    def regression(self) -> bool:
+        """Whether the targets are real values (:attr:`task` "regression")."""
+        return self.task == "regression"
 
     @property
     def labelled(self) -> bool:
@@ -91,20 +101,29 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """How an artifact's predictions compare with the labels and the float model.
+    """How an artifact's predictions compare with the labels (or targets) and the float model.
 
     Attributes:
         samples: how many held-out samples were evaluated.
-        accuracy: top-1 accuracy against the labels, or None without labels.
-        agreement: fraction of samples whose top-1 class equals the float Keras model's.
+        accuracy: top-1 accuracy against the labels, or None without labels (and for regression).
+        agreement: fraction of samples whose top-1 class equals the float Keras model's; None
+            where top-1 means nothing (regression, or a model with one output).
         mean_abs_diff: mean absolute difference of the (dequantized) outputs from
             the float Keras model's outputs.
+        max_abs_diff: the largest such difference.
+        mae: regression: mean absolute error against the targets (None without targets).
+        rmse: regression: root mean squared error against the targets.
+        max_abs_error: regression: the largest absolute error against the targets.
     """
 
     samples: int
     accuracy: Optional[float]
-    agreement: float
+    agreement: Optional[float]
     mean_abs_diff: float
+    max_abs_diff: Optional[float] = None
+    mae: Optional[float] = None
+    rmse: Optional[float] = None
+    max_abs_error: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -128,6 +147,8 @@ class ArtifactResult:
         outputs: output tensors with quantization parameters.
         evaluation: accuracy and agreement on the held-out split.
         accuracy_drop_pts: float Keras accuracy minus this artifact's, in points.
+        mae_increase_pct: regression: how much larger this artifact's MAE is than the float
+            Keras model's, in percent of it (what ``--max-drop`` limits for regression).
         seconds: time spent converting and verifying.
         details: converter-specific facts (per-channel, calibration method, opset, …).
     """
@@ -146,6 +167,7 @@ class ArtifactResult:
     accuracy_drop_pts: Optional[float] = None
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    mae_increase_pct: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the manifest's per-artifact entry)."""
@@ -155,7 +177,8 @@ class ArtifactResult:
                 "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs],
                 "evaluation": self.evaluation.to_dict() if self.evaluation else None,
-                "accuracy_drop_pts": self.accuracy_drop_pts, "seconds": round(self.seconds, 3),
+                "accuracy_drop_pts": self.accuracy_drop_pts, "mae_increase_pct": self.mae_increase_pct,
+                "seconds": round(self.seconds, 3),
                 "details": self.details}
 
 
@@ -281,8 +304,10 @@ class BenchResult:
         rss_increase_mb: how much of that peak came after the runtime's import.
         artifact_bytes: the artifact's size.
         samples: evaluation samples run on the device.
-        accuracy: top-1 accuracy on them (None without labels).
-        agreement: share of samples whose top-1 equals the reference float model's (None without one).
+        accuracy: top-1 accuracy on them (None without labels, and for regression).
+        mae: regression: mean absolute error against the targets (None otherwise).
+        agreement: share of samples whose top-1 equals the reference float model's (None without one,
+            and for a single output).
         device_info: the device's identity as the runner saw it (machine, cpu, cores, os, …).
         attempts: how many tries the row took (``--retries``).
         seconds: wall time of the row, transfers included.
@@ -321,6 +346,7 @@ class BenchResult:
     accuracy: Optional[float] = None
     agreement: Optional[float] = None
     device_info: dict = field(default_factory=dict)
+    mae: Optional[float] = None
     attempts: int = 1
     seconds: float = 0.0
     notes: str = ""

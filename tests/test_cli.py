@@ -92,8 +92,10 @@ CASES = {
                              r"expects inputs of shape \(32, 32, 3\) but .* \(28, 28, 1\)"),
     "labels out of range": (lambda t, m, d, b: [m, "--data", b(y=np.full(1500, 12))], 3,
                             r"labels go up to 12 but the model has 10 outputs"),
-    "labels not integers": (lambda t, m, d, b: [m, "--data", b(y=np.full(1500, 0.5))], 3,
-                            r"labels must be integers, label #0 is 0\.5"),
+    # Real-valued y is a regression target: on a 10-class model the message says how to give either.
+    "real-valued y on a classifier": (lambda t, m, d, b: [m, "--data", b(y=np.full(1500, 0.5))], 3,
+                                      r"y holds real values \(regression targets, 1 per sample\) but the model has "
+                                      r"10 outputs; give integer class labels 0\.\.9"),
     "NaN in data": (lambda t, m, d, b: [m, "--data", b(x=np.full((1500, 28, 28, 1), np.nan, np.float32))], 3,
                     r"1500 sample\(s\) of x contain NaN or inf \(first: x\[0\]"),
     "empty data": (lambda t, m, d, b: [m, "--data", b(x=np.zeros((0, 28, 28, 1), np.float32), y=np.zeros(0, int))],

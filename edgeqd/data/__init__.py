@@ -19,33 +19,10 @@ from edgeqd.errors import DataError
 from edgeqd.data.fashion_mnist import (FASHION_MNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_PACKAGE,  # noqa: F401
                                   cache_dir, find_fashion_mnist, load_fashion_mnist, provide_fashion_mnist,
                                   read_fashion_mnist_files)
+from edgeqd.data.targets import REGRESSION, as_input_dtype, read_targets, target_width
 from edgeqd.types import Dataset
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-
-
-def _labels(y: Optional[np.ndarray], what: str) -> tuple[Optional[np.ndarray], Optional[int]]:
-    """Integer class labels from integer, integral-float or one-hot arrays, and the one-hot width.
-
-    Returns:
-        (labels, width): ``width`` is the number of one-hot columns, None for integer labels.
-    """
-    if y is None:
-        return None, None
-    y = np.asarray(y)
-    if y.dtype.kind not in "iufb":
-        raise DataError(f"{what}: labels must be integers, got dtype {y.dtype}")
-    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
-        return y.argmax(axis=1).astype(np.int64), int(y.shape[1])  # one-hot rows
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise DataError(f"{what}: labels must have shape (N,) or one-hot (N, C), got {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.equal(np.round(y), y).all():
-            bad = int(np.flatnonzero(~np.isfinite(y) | (np.round(y) != y))[0])
-            raise DataError(f"{what}: labels must be integers, label #{bad} is {y[bad].item()!r}")
-    return y.astype(np.int64), None
 
 
 def _split(x: np.ndarray, y: Optional[np.ndarray], val_fraction: float, seed: int):
@@ -63,9 +40,11 @@ _NPZ_ARRAYS = ("x", "y", "x_val", "y_val", "class_names")
 
 
 def _samples(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    """Check an input array as stored (numeric, a sample axis, finite) and cast it to float32.
+    """Check an input array as stored (numeric, a sample axis, finite); floats and booleans become float32.
 
-    Finiteness is checked here, before any split, so a bad sample is named by its index in the file.
+    Integer samples stay integer (token ids must not pass through float32; :func:`load_for_input`
+    casts them for the model). Finiteness is checked here, before any split, so a bad sample is
+    named by its index in the file.
     """
     if x.dtype.kind not in "iufb":
         raise DataError(f"{path}: {name} must be numeric, got dtype {x.dtype}")
@@ -84,15 +63,18 @@ def _samples(path: Path, name: str, x: np.ndarray) -> np.ndarray:
                 "values beyond float32's range (±3.4e38)"
             raise DataError(f"{path}: {len(bad)} sample(s) of {name} contain {why} (first: {name}[{bad[0]}], "
                             "its index in the file); clean the data")
-    return cast
+    return x if x.dtype.kind in "iu" else cast
 
 
 def load_npz(path: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """An ``.npz`` with ``x`` and optional ``y``, ``x_val``, ``y_val`` and ``class_names``.
 
-    Inputs are passed to the model as they are (cast to float32). Without
-    ``x_val`` a seeded ``val_fraction`` of the samples is held out. ``class_names``,
-    if present, is a 1-D unicode array (``np.array(["cat", "dog"])``), one name per class.
+    Inputs are passed to the model as they are (floats as float32, integers kept as integers
+    for a model with an integer input). ``y`` holds class labels (integers, integral floats,
+    one-hot rows) or regression targets (real values, or several columns that are not one-hot:
+    :mod:`edgeqd.data.targets`). Without ``x_val`` a seeded ``val_fraction`` of the samples is
+    held out. ``class_names``, if present, is a 1-D unicode array (``np.array(["cat", "dog"])``),
+    one name per class (per output for regression).
 
     Args:
         path: the archive; read without pickle, every header checked first (:mod:`edgeqd.data.npz`).
@@ -107,31 +89,37 @@ def load_npz(path: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     if "y_val" in arrays and "x_val" not in arrays:
         raise DataError(f"{path}: y_val is given without x_val; give both or neither")
     x = _samples(path, "x", arrays["x"])
-    y, width = _labels(arrays.get("y"), f"{path} y")
+    y, y_val, width, task = read_targets(arrays.get("y"), arrays.get("y_val") if "x_val" in arrays else None,
+                                         str(path))
     if y is not None and len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
     class_names = _npz_class_names(path, arrays.get("class_names"))
     if "x_val" in arrays:
         x_val = _samples(path, "x_val", arrays["x_val"])
-        y_val, width_val = _labels(arrays.get("y_val"), f"{path} y_val")
         if (y is None) != (y_val is None):
             raise DataError(f"{path}: give labels for both x and x_val, or for neither")
         if y_val is not None and len(y_val) != len(x_val):
             raise DataError(f"{path}: x_val has {len(x_val)} samples but y_val has {len(y_val)}")
-        if width is not None and width_val is not None and width != width_val:
-            raise DataError(f"{path}: y is one-hot with {width} columns but y_val with {width_val}")
-        width = width or width_val
         x_train, y_train = x, y
     else:
         if len(x) == 0:
             raise DataError(f"{path}: x is empty (0 samples)")
         x_train, y_train, x_val, y_val = _split(x, y, val_fraction, seed)
-    highest = max((int(a.max()) for a in (y_train, y_val) if a is not None and len(a)), default=-1)
+    if task == REGRESSION:
+        outputs = {target_width(a) for a in (y_train, y_val) if a is not None}
+        if len(outputs) > 1:
+            raise DataError(f"{path}: y and y_val hold {' and '.join(map(str, sorted(outputs)))} target values "
+                            "per sample; give both the same number")
+        if class_names and outputs and len(class_names) != min(outputs):
+            raise DataError(f"{path}: class_names has {len(class_names)} names but the regression targets hold "
+                            f"{min(outputs)} values per sample (one name per output)")
+    highest = max((int(a.max()) for a in (y_train, y_val) if a is not None and len(a)), default=-1) \
+        if task != REGRESSION else -1
     if class_names and (highest >= len(class_names) or width not in (None, len(class_names))):
         needed = width if width is not None else highest + 1
         raise DataError(f"{path}: class_names has {len(class_names)} names but the labels need {needed}")
     return Dataset(name=str(path), x_train=x_train, y_train=y_train, x_eval=x_val, y_eval=y_val,
-                   class_names=class_names, label_width=width)
+                   class_names=class_names, label_width=width, task=task)
 
 
 def _npz_class_names(path: Path, names: Optional[np.ndarray]) -> tuple[str, ...]:
@@ -214,7 +202,7 @@ def load_image_folder(path: Path, image_size: Optional[tuple[int, int]] = None,
 
 
 def load_dataset(spec: str | os.PathLike, image_size: Optional[tuple[int, int]] = None,
-                 channels: int = 3, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+                 channels: int = 3, val_fraction: float = 0.2, seed: int = 0, input_dtype: str = "float32") -> Dataset:
     """Load ``--data``: ``fashion-mnist``, an ``.npz`` file or an image folder.
 
     Args:
@@ -223,6 +211,7 @@ def load_dataset(spec: str | os.PathLike, image_size: Optional[tuple[int, int]] 
         channels: channels for image folders (usually the model's).
         val_fraction: share held out for evaluation when the data has no split of its own.
         seed: seed of that split.
+        input_dtype: the dtype the inputs are returned in (an integer one keeps token ids exact).
 
     Returns:
         A :class:`Dataset` whose arrays are finite, non-empty and consistently labelled.
@@ -243,7 +232,7 @@ def load_dataset(spec: str | os.PathLike, image_size: Optional[tuple[int, int]] 
         else:
             raise DataError(f"{path}: unsupported data file; give an .npz with arrays x and y, or an image folder")
     validate_dataset(dataset)
-    return dataset
+    return _in_dtype(dataset, input_dtype)
 
 
 def _check_finite(x: np.ndarray, what: str) -> None:
@@ -270,7 +259,7 @@ def validate_dataset(dataset: Dataset) -> None:
         _check_finite(x, f"{dataset.name} {split} split")
         if y is not None and len(y) != len(x):
             raise DataError(f"{dataset.name}: {split} split has {len(x)} inputs but {len(y)} labels")
-        if y is not None and y.min() < 0:
+        if y is not None and not dataset.regression and y.min() < 0:
             raise DataError(f"{dataset.name}: {split} labels must be >= 0, found {int(y.min())}")
     for name in dataset.class_names:
         check_class_name(name, f"{dataset.name}: class name")
@@ -297,6 +286,9 @@ def check_fits_model(dataset: Dataset, input_shape: Sequence[Optional[int]], num
         shown = tuple(-1 if e is None else e for e in expected)
         raise DataError(f"the model expects inputs of shape {shown} but {dataset.name} has samples "
                         f"of shape {sample}; reshape the data or pick the matching model")
+    if dataset.regression:
+        _check_regression_fits(dataset, num_classes)
+        return
     if dataset.label_width is not None and dataset.label_width != num_classes:
         raise DataError(f"{dataset.name}: labels are one-hot with {dataset.label_width} columns but the model "
                         f"has {num_classes} outputs; one-hot labels need one column per output")
@@ -309,11 +301,24 @@ def check_fits_model(dataset: Dataset, input_shape: Sequence[Optional[int]], num
                         f"{num_classes} outputs")
 
 
+def _check_regression_fits(dataset: Dataset, outputs: int) -> None:
+    """Regression targets need one value per model output; a classifier gets told how to give labels."""
+    width = target_width(dataset.y_train if dataset.y_train is not None else dataset.y_eval)
+    if width != outputs:
+        hint = (f"give integer class labels 0..{outputs - 1} (or one-hot rows) for a classifier, or targets of "
+                f"shape (N, {outputs}) for a regression head" if outputs > 1 else
+                "give one target value per sample, shape (N,) or (N, 1)")
+        raise DataError(f"{dataset.name}: y holds real values (regression targets, {width} per sample) but the "
+                        f"model has {outputs} outputs; {hint}")
+    if dataset.class_names and len(dataset.class_names) != outputs:
+        raise DataError(f"{dataset.name} names {len(dataset.class_names)} outputs but the model has {outputs}")
+
+
 def with_class_names(dataset: Dataset, num_classes: int) -> Dataset:
     """The dataset with one class name per model output: its own, or ``class_0 … class_{N-1}``.
 
     ``labels.txt`` and the artifacts' metadata list one line per output; data without
-    names (an ``.npz`` without ``class_names``) gets numbered ones.
+    names (an ``.npz`` without ``class_names``) gets numbered ones (``output_0 …`` for regression).
 
     Args:
         dataset: validated data that fits the model.
@@ -325,7 +330,8 @@ def with_class_names(dataset: Dataset, num_classes: int) -> Dataset:
     """
     if dataset.class_names:
         return dataset
-    return dataclasses.replace(dataset, class_names=tuple(f"class_{i}" for i in range(num_classes)))
+    prefix = "output" if dataset.regression else "class"  # regression: one name per predicted value
+    return dataclasses.replace(dataset, class_names=tuple(f"{prefix}_{i}" for i in range(num_classes)))
 
 
 def load_for_model(model, data: str | os.PathLike | Dataset, seed: int = 0) -> Dataset:
@@ -345,30 +351,51 @@ def load_for_model(model, data: str | os.PathLike | Dataset, seed: int = 0) -> D
     from edgeqd.models import model_signature
 
     input_shape, num_classes = model_signature(model)
-    dataset = load_for_input(data, input_shape, seed)
+    dataset = load_for_input(data, input_shape, seed, input_dtype=model_input_dtype(model))
     check_fits_model(dataset, input_shape, num_classes)
     return with_class_names(dataset, num_classes)  # labels.txt needs a name per output
 
 
-def load_for_input(data: str | os.PathLike | Dataset, input_shape: Sequence[Optional[int]], seed: int = 0) -> Dataset:
+def model_input_dtype(model) -> str:
+    """The numpy name of a Keras model's (first) input dtype: "float32", or "int32" for token ids.
+
+    Args:
+        model: a ``tf_keras`` model.
+    """
+    dtype = getattr(model.inputs[0], "dtype", None)
+    return str(getattr(dtype, "name", dtype) or "float32")
+
+
+def load_for_input(data: str | os.PathLike | Dataset, input_shape: Sequence[Optional[int]], seed: int = 0,
+                   input_dtype: str = "float32") -> Dataset:
     """Load ``--data`` for an input of ``input_shape`` (one sample, no batch axis).
 
     Image folders are resized to its height and width and decoded with its channel
     count — the same way for a Keras model (:func:`load_for_model`) and for an artifact
-    (``edgeqd bench``).
+    (``edgeqd bench``). Samples come in the input's dtype: integers for an integer input
+    (token ids stay exact), float32 otherwise.
 
     Args:
         data: a dataset spec for :func:`load_dataset`, or a loaded :class:`Dataset`.
         input_shape: the per-sample input shape; None or -1 marks a free dimension.
         seed: seed of the held-out split when the data has none.
+        input_dtype: the input's dtype ("float32", "int32", …).
     """
     if isinstance(data, Dataset):
         validate_dataset(data)
-        return data
+        return _in_dtype(data, input_dtype)
     shape = [None if d is None or d < 0 else int(d) for d in input_shape]
     image_size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
     channels = int(shape[-1]) if len(shape) == 3 and shape[-1] in (1, 3, 4) else 3
-    return load_dataset(data, image_size=image_size, channels=channels, seed=seed)
+    return load_dataset(data, image_size=image_size, channels=channels, seed=seed, input_dtype=input_dtype)
+
+
+def _in_dtype(dataset: Dataset, dtype: str) -> Dataset:
+    """``dataset`` with both splits' inputs in ``dtype`` (:func:`edgeqd.data.targets.as_input_dtype`)."""
+    x_train, x_eval = (as_input_dtype(x, dtype, dataset.name) for x in (dataset.x_train, dataset.x_eval))
+    if x_train is dataset.x_train and x_eval is dataset.x_eval:
+        return dataset
+    return dataclasses.replace(dataset, x_train=x_train, x_eval=x_eval)
 
 
 def calibration_subset(dataset: Dataset, samples: int, seed: int = 0) -> tuple[np.ndarray, Optional[str]]:
