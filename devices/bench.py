@@ -223,14 +223,18 @@ def check_data_fits(x: np.ndarray, artifacts: Sequence[Path], data: Union[str, o
             raise DataError(f"--data {data} does not fit {artifact.name}: {exc}") from None
 
 
-def _input_shape(artifact: Path) -> tuple:
-    """An artifact's per-sample input shape as this machine's runtime reads it (() if it cannot)."""
+def _input_spec(artifact: Path) -> tuple[tuple, str]:
+    """An artifact's per-sample input shape as this machine's runtime reads it (() if it cannot), and the
+    dtype its samples take: the input's integer dtype when it is not quantized (token ids), else float32."""
     from edgeqd.devices import runner
 
     try:
-        return tuple(runner.open_model(str(artifact), threads=1).input_shape()[1:])
+        model = runner.open_model(str(artifact), threads=1)
     except runner.RunnerError:
-        return ()
+        return (), "float32"
+    tensor = model.inputs[0]
+    integer = np.dtype(tensor["dtype"]).kind in "iu" and not any(tensor["scale"])
+    return tuple(model.input_shape()[1:]), tensor["dtype"] if integer else "float32"
 
 
 def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: Optional[Path],
@@ -254,12 +258,13 @@ def prepare_data(data: Union[str, os.PathLike, None], samples: int, reference: O
         raise UsageError(f"--samples must be at least 1 (got {samples})")
     from edgeqd.data import load_for_input
 
-    dataset = load_for_input(data, _input_shape(artifacts[0]) if artifacts else ())
-    x = dataset.x_eval[:samples].astype(np.float32)
+    shape, dtype = _input_spec(artifacts[0]) if artifacts else ((), "float32")
+    dataset = load_for_input(data, shape, input_dtype=dtype)
+    x = dataset.x_eval[:samples]
     check_data_fits(x, list(dict.fromkeys([*artifacts, *([reference] if reference is not None else [])])), data)
     arrays = {"x": x}
-    if dataset.y_eval is not None:
-        arrays["y"] = dataset.y_eval[:samples].astype(np.int64)
+    if dataset.y_eval is not None:  # float regression targets: the runner reports MAE instead of accuracy
+        arrays["y"] = dataset.y_eval[:samples].astype(np.float32 if dataset.regression else np.int64)
     if reference is not None:
         arrays["reference"] = _reference_outputs(reference, x)
     path = folder / "eval.npz"
@@ -287,7 +292,7 @@ def _row_from_document(document: dict, device: Device, job: Job, attempts: int, 
         p99_ms=timings.get("p99"), peak_rss_mb=memory.get("peak_rss"),
         rss_increase_mb=memory.get("peak_increase_over_import"),
         artifact_bytes=int(document.get("artifact", {}).get("bytes", job.artifact.stat().st_size)),
-        samples=int(quality.get("samples", 0) or 0), accuracy=quality.get("accuracy"),
+        samples=int(quality.get("samples", 0) or 0), accuracy=quality.get("accuracy"), mae=quality.get("mae"),
         agreement=quality.get("agreement"), device_info=info, attempts=attempts,
         seconds=round(seconds, 3), notes=notes, profile=document.get("profile"), raw=document)
 

@@ -150,8 +150,8 @@ def _version_of(module):
 class _Model:
     """What both runtime wrappers share. ``inputs``/``outputs``: ``{"name", "shape" (-1 = dynamic), "dtype",
     "scale": [...], "zero_point": [...]}`` (per channel where per-channel, none for floats). Floats go in
-    and out: integer inputs are quantized with the artifact's own scale and zero point, q = round(x / S + Z)
-    clipped; integer outputs dequantized, (q − Z)·S."""
+    and out: quantized inputs get q = round(x / S + Z) clipped with the artifact's own scale and zero point
+    (integer inputs without a scale, token ids, pass as they are); quantized outputs are dequantized, (q − Z)·S."""
 
     resize_costs = False  # whether another batch size costs a reallocation (LiteRT)
 
@@ -162,13 +162,11 @@ class _Model:
         return list(self.inputs[0]["shape"])
 
     def prepare(self, x):
-        """Turn a float batch into the input tensor's dtype (quantizing if needed)."""
+        """A batch in the input's dtype: quantized where the input has a scale, else as it is (token ids)."""
         np, tensor, dtype = _np(), self.inputs[0], _np().dtype(self.inputs[0]["dtype"])
-        if dtype.kind == "f":
-            return x.astype(dtype)
         scale, zero_point = self._per_tensor(tensor)
-        if not scale:
-            raise RunnerError("integer input %s has no quantization scale" % tensor["name"])
+        if dtype.kind == "f" or not scale:
+            return (np.round(x) if dtype.kind != "f" and x.dtype.kind == "f" else x).astype(dtype)
         return np.clip(np.round(x / scale + zero_point), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
 
     def get_output(self):
@@ -478,7 +476,7 @@ def open_model(path, threads=1, xnnpack=True, runtime="auto", load=True):
 
 
 def _fit_samples(x, input_shape):
-    """Reshape float samples (N, ...) to the model's per-sample input shape: (N, *sample)."""
+    """Reshape samples (N, ...) to the model's per-sample input shape: (N, *sample); integers stay integers."""
     np, sample_shape = _np(), list(input_shape[1:])
     sample_shape = list(x.shape[1:]) if any(d < 0 for d in sample_shape) else sample_shape
     size = int(np.prod(sample_shape)) if sample_shape else 1
@@ -486,7 +484,7 @@ def _fit_samples(x, input_shape):
     if per_sample != size:
         raise RunnerError("data samples have shape %s (%d values) but the model's input is %s "
                           "(%d values per sample)" % (list(x.shape[1:]), per_sample, input_shape, size))
-    return x.reshape([len(x)] + sample_shape).astype(np.float32, copy=False)
+    return x.reshape([len(x)] + sample_shape).astype(x.dtype if x.dtype.kind in "iu" else np.float32, copy=False)
 
 
 def predict(model, x, batch=1):
@@ -601,15 +599,18 @@ def _time_runs(model, args):
 
 
 def _quality(model, samples, labels, reference):
-    """Accuracy, top-1 agreement with the reference outputs and mean |Δ| on the shipped samples."""
+    """Accuracy (MAE for float regression targets), top-1 agreement with the reference outputs (none for one
+    output: its argmax is always 0) and mean |Δ| on the shipped samples."""
     np, predictions = _np(), predict(model, samples)
-    top1 = predictions.argmax(axis=1)
+    top1, classes = predictions.argmax(axis=1), predictions.shape[1] > 1
     quality = {"samples": int(len(samples)), "accuracy": None, "agreement": None, "mean_abs_diff": None}
-    if labels is not None:
+    if labels is not None and labels.dtype.kind == "f":
+        quality["mae"] = float(np.abs(predictions - labels.reshape(len(labels), -1)).mean())
+    elif labels is not None:
         quality["accuracy"] = float((top1 == labels.reshape(-1)).mean())
     if reference is not None:
         reference = reference.reshape(len(reference), -1).astype(np.float32)
-        quality["agreement"] = float((top1 == reference.argmax(axis=1)).mean())
+        quality["agreement"] = float((top1 == reference.argmax(axis=1)).mean()) if classes else None
         quality["mean_abs_diff"] = float(np.abs(predictions - reference).mean())
     quality["predictions"] = [int(v) for v in top1]
     return quality
@@ -626,7 +627,6 @@ def benchmark(args):
                                               for k in ("x", "y", "reference"))
         except Exception as exc:
             raise RunnerError("cannot read data %s: %s" % (os.path.basename(args.data), exc))
-        samples = samples.astype(np.float32)
     rss_before_import = _status_kb("VmRSS")
     # Import the runtime on its own so its cost is known before the model is loaded.
     model = open_model(args.model, args.threads, not args.no_xnnpack, args.runtime, load=False)

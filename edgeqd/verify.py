@@ -2,16 +2,19 @@
 
 An artifact's outputs on the held-out samples are compared with the reference
 outputs (the original float Keras model's) and with the labels: accuracy, top-1
-agreement, mean |Δ|. A float artifact that disagrees with the float model beyond
-:data:`FLOAT_MIN_AGREEMENT` / :data:`FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF` fails
-(:func:`check_float_artifact`); an int8 artifact past :data:`WARN_DROP_PTS` or
-:data:`WARN_MIN_AGREEMENT` gets a warning (:func:`int8_warnings`), and ``max_drop``
-turns an accuracy loss into a problem (exit 4).
+agreement, mean and max |Δ| — for regression targets MAE, RMSE and max |error| instead
+of accuracy, and no top-1 agreement (nor for a single output). A float artifact that
+disagrees with the float model beyond :data:`FLOAT_MIN_AGREEMENT` /
+:data:`FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF` fails (:func:`check_float_artifact`); an int8
+artifact past :data:`WARN_DROP_PTS`, :data:`WARN_MIN_AGREEMENT` or
+:data:`WARN_MAE_INCREASE_PCT` gets a warning (:func:`int8_warnings`), and ``max_drop``
+turns an accuracy loss (a relative MAE increase for regression) into a problem (exit 4).
 
 Artifacts run through the device runner's own adapter (:mod:`edgeqd.devices.runner`:
-LiteRT for ``.tflite``, ONNX Runtime for ``.onnx``), batched here; integer inputs and
+LiteRT for ``.tflite``, ONNX Runtime for ``.onnx``), batched here; quantized inputs and
 outputs are quantized and dequantized with the artifact's own scale and zero point, so
-every artifact is compared in the float units of the Keras model.
+every artifact is compared in the float units of the Keras model. Integer inputs that
+are not quantized (token ids) are passed as they are.
 
 >>> ev = evaluate_outputs(np.eye(2), np.eye(2), np.array([0, 0]))
 >>> ev.accuracy, ev.agreement
@@ -44,6 +47,10 @@ FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF = 0.01
 # agreement with it below 95 %. PTQ of the models checked loses 0-2 points and agrees on 96-99 %.
 WARN_DROP_PTS = 2.0
 WARN_MIN_AGREEMENT = 0.95
+# Regression: an int8 artifact whose MAE against the targets is more than 10 % above the float
+# model's gets a warning; --max-drop P makes an increase above P % an error (exit 4). The zoo's
+# regression heads lose 0-3 % in int8 (benchmarks/RESULTS.md).
+WARN_MAE_INCREASE_PCT = 10.0
 
 
 def _open(path: str | Path):
@@ -98,30 +105,59 @@ def artifact_io(path: str | Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorI
     return _io(_open(path))
 
 
-def evaluate_outputs(outputs: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray]) -> Evaluation:
-    """Compare an artifact's outputs with the reference model's outputs and the labels.
+def regression_errors(outputs: np.ndarray, targets: Optional[np.ndarray]) -> dict[str, Optional[float]]:
+    """MAE, RMSE and max |error| of ``outputs`` against regression ``targets`` (all None without targets).
+
+    Args:
+        outputs: predictions (N, k).
+        targets: targets (N,) or (N, k), or None.
+
+    >>> regression_errors(np.array([[1.0], [3.0]]), np.array([2.0, 3.0]))
+    {'mae': 0.5, 'rmse': 0.7071067811865476, 'max_abs_error': 1.0}
+    """
+    if targets is None:
+        return {"mae": None, "rmse": None, "max_abs_error": None}
+    error = np.asarray(outputs, np.float64).reshape(len(outputs), -1) - \
+        np.asarray(targets, np.float64).reshape(len(targets), -1)
+    return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean())),
+            "max_abs_error": float(np.abs(error).max())}
+
+
+def evaluate_outputs(outputs: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray],
+                     regression: bool = False) -> Evaluation:
+    """Compare an artifact's outputs with the reference model's outputs and the labels (or targets).
+
+    Top-1 agreement needs classes: for regression, and for a model with a single output (whose
+    argmax is always 0), it is None and max |Δ| / mean |Δ| tell how close the outputs are.
 
     Args:
         outputs: the artifact's float outputs (N, classes).
         reference: the reference model's outputs on the same inputs.
-        labels: integer labels, or None for unlabelled data.
+        labels: integer labels, regression targets, or None for unlabelled data.
+        regression: ``labels`` are regression targets: MAE, RMSE and max |error| replace accuracy.
     """
+    diff = np.abs(outputs - reference)
+    common = {"samples": int(len(outputs)), "mean_abs_diff": float(diff.mean()),
+              "max_abs_diff": float(diff.max()) if diff.size else 0.0}
+    if regression:
+        return Evaluation(accuracy=None, agreement=None, **common, **regression_errors(outputs, labels))
     top1 = outputs.argmax(axis=1)
     accuracy = None if labels is None else float((top1 == labels).mean())
-    return Evaluation(samples=int(len(outputs)), accuracy=accuracy,
-                      agreement=float((top1 == reference.argmax(axis=1)).mean()),
-                      mean_abs_diff=float(np.abs(outputs - reference).mean()))
+    agreement = None if outputs.shape[1] == 1 else float((top1 == reference.argmax(axis=1)).mean())
+    return Evaluation(accuracy=accuracy, agreement=agreement, **common)
 
 
-def verify_artifact(path: Path, x_eval: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray]
+def verify_artifact(path: Path, x_eval: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray],
+                    regression: bool = False
                     ) -> tuple[Evaluation, tuple[TensorInfo, ...], tuple[TensorInfo, ...], np.ndarray]:
     """Load an artifact in its runtime, describe its I/O and evaluate it.
 
     Args:
         path: the artifact (``.tflite`` or ``.onnx``).
-        x_eval: held-out inputs.
+        x_eval: held-out inputs (float, or integer for an integer input: passed as they are).
         reference: the reference model's outputs on ``x_eval``.
-        labels: held-out labels or None.
+        labels: held-out labels (regression targets with ``regression``) or None.
+        regression: evaluate as regression (:func:`evaluate_outputs`).
 
     Returns:
         The evaluation, the input and output tensors, and the artifact's outputs.
@@ -132,7 +168,7 @@ def verify_artifact(path: Path, x_eval: np.ndarray, reference: np.ndarray, label
     if predictions.shape != reference.shape:
         raise ConversionError(f"{Path(path).name} outputs shape {predictions.shape[1:]} but the Keras model "
                               f"{reference.shape[1:]}")
-    return evaluate_outputs(predictions, reference, labels), inputs, outputs, predictions
+    return evaluate_outputs(predictions, reference, labels, regression), inputs, outputs, predictions
 
 
 def check_float_artifact(name: str, evaluation: Evaluation, reference: np.ndarray) -> None:
@@ -149,10 +185,11 @@ def check_float_artifact(name: str, evaluation: Evaluation, reference: np.ndarra
     Traceback (most recent call last):
     edgeqd.errors.ConversionError: m.tflite is a float artifact but agrees with the float model on only 80.00% of 100 samples (needs >= 99%): it does not compute what the model computes
     """
-    disagreeing = round((1.0 - evaluation.agreement) * evaluation.samples)
-    if evaluation.agreement < FLOAT_MIN_AGREEMENT and disagreeing > 1:
+    agreement = 1.0 if evaluation.agreement is None else evaluation.agreement  # None: no classes to agree on
+    disagreeing = round((1.0 - agreement) * evaluation.samples)
+    if agreement < FLOAT_MIN_AGREEMENT and disagreeing > 1:
         raise ConversionError(f"{name} is a float artifact but agrees with the float model on only "
-                              f"{100 * evaluation.agreement:.2f}% of {evaluation.samples} samples (needs >= "
+                              f"{100 * agreement:.2f}% of {evaluation.samples} samples (needs >= "
                               f"{100 * FLOAT_MIN_AGREEMENT:.0f}%): it does not compute what the model computes")
     bound = FLOAT_MAX_RELATIVE_MEAN_ABS_DIFF * (1.0 + float(np.abs(reference).mean()))
     if not evaluation.mean_abs_diff <= bound:
@@ -163,7 +200,8 @@ def check_float_artifact(name: str, evaluation: Evaluation, reference: np.ndarra
 
 def int8_warnings(rows: Sequence[ArtifactResult], reference_accuracy: Optional[float],
                   quantized: set[str]) -> list[str]:
-    """One sentence per quantized artifact past :data:`WARN_DROP_PTS` or :data:`WARN_MIN_AGREEMENT`.
+    """One sentence per quantized artifact past :data:`WARN_DROP_PTS`, :data:`WARN_MIN_AGREEMENT` or
+    (regression) :data:`WARN_MAE_INCREASE_PCT`.
 
     Args:
         rows: the verified artifacts.
@@ -182,7 +220,9 @@ def int8_warnings(rows: Sequence[ArtifactResult], reference_accuracy: Optional[f
         past = []
         if reference_accuracy is not None and r.accuracy_drop_pts is not None and r.accuracy_drop_pts > WARN_DROP_PTS:
             past.append(f"drop {r.accuracy_drop_pts:.2f} pts > {WARN_DROP_PTS}")
-        if r.evaluation.agreement < WARN_MIN_AGREEMENT:
+        if r.mae_increase_pct is not None and r.mae_increase_pct > WARN_MAE_INCREASE_PCT:
+            past.append(f"MAE +{r.mae_increase_pct:.1f} % > {WARN_MAE_INCREASE_PCT:.0f} %")
+        if r.evaluation.agreement is not None and r.evaluation.agreement < WARN_MIN_AGREEMENT:
             past.append(f"agreement with the float model {100 * r.evaluation.agreement:.2f}% < "
                         f"{100 * WARN_MIN_AGREEMENT:.0f}%")
         if past:
@@ -190,27 +230,53 @@ def int8_warnings(rows: Sequence[ArtifactResult], reference_accuracy: Optional[f
     return warnings
 
 
+def mae_increase_pct(mae: Optional[float], reference_mae: Optional[float]) -> Optional[float]:
+    """How much larger ``mae`` is than the float model's ``reference_mae``, in percent of it (regression).
+
+    Args:
+        mae: an artifact's MAE against the targets.
+        reference_mae: the float model's.
+
+    >>> mae_increase_pct(0.11, 0.10)
+    10.0
+    """
+    if mae is None or reference_mae is None:
+        return None
+    return round(100.0 * (mae - reference_mae) / max(reference_mae, 1e-12), 3)
+
+
 def drop_problems(rows: Sequence[ArtifactResult], reference_accuracy: Optional[float],
-                  max_drop: Optional[float], quantized: set[str]) -> list[str]:
-    """``--max-drop``: one sentence per quantized artifact that lost more than ``max_drop`` points.
+                  max_drop: Optional[float], quantized: set[str], reference_mae: Optional[float] = None) -> list[str]:
+    """``--max-drop``: one sentence per quantized artifact that lost more than ``max_drop``.
+
+    For a classifier ``max_drop`` is in accuracy points; for regression it is the relative
+    increase of the MAE against the targets, in percent of the float model's MAE
+    (``--max-drop 5``: the int8 MAE may be at most 5 % above the float model's).
 
     Args:
         rows: the verified artifacts.
         reference_accuracy: the reference model's accuracy (None without labels: nothing to check).
-        max_drop: the budget in points, or None.
+        max_drop: the budget in points (percent of MAE for regression), or None.
         quantized: names of the quantized formats (the budget applies to them only).
+        reference_mae: regression: the float model's MAE (None without targets).
 
     >>> row = ArtifactResult("tflite-int8", "m.tflite", "tflite", Status.OK,
     ...                      evaluation=Evaluation(10, 0.8, 0.9, 0.1), accuracy_drop_pts=10.0)
     >>> drop_problems([row], 0.9, 1.0, {"tflite-int8"})
     ['m.tflite top-1 0.8000 vs float 0.9000: drop 10.00 pts > --max-drop 1.0']
     """
-    if max_drop is None or reference_accuracy is None:
+    if max_drop is None:
         return []
-    return [f"{r.file} top-1 {r.evaluation.accuracy:.4f} vs float {reference_accuracy:.4f}: "
-            f"drop {r.accuracy_drop_pts:.2f} pts > --max-drop {max_drop}"
-            for r in rows if r.status == Status.OK and r.format in quantized
-            and r.accuracy_drop_pts is not None and r.accuracy_drop_pts > max_drop]
+    checked = [r for r in rows if r.status == Status.OK and r.format in quantized]
+    problems = [f"{r.file} MAE {r.evaluation.mae:.6g} vs float {reference_mae:.6g}: +{r.mae_increase_pct:.2f} % "
+                f"> --max-drop {max_drop} (regression: the relative increase of MAE, in percent)"
+                for r in checked if reference_mae is not None and r.mae_increase_pct is not None
+                and r.mae_increase_pct > max_drop]
+    if reference_accuracy is None:
+        return problems
+    return problems + [f"{r.file} top-1 {r.evaluation.accuracy:.4f} vs float {reference_accuracy:.4f}: "
+                       f"drop {r.accuracy_drop_pts:.2f} pts > --max-drop {max_drop}"
+                       for r in checked if r.accuracy_drop_pts is not None and r.accuracy_drop_pts > max_drop]
 
 
 def parity(top1: dict[str, np.ndarray], labels: Optional[np.ndarray]) -> dict:
@@ -229,3 +295,23 @@ def parity(top1: dict[str, np.ndarray], labels: Optional[np.ndarray]) -> dict:
             "accuracy": {n: (None if labels is None else float((top1[n] == labels).mean())) for n in names},
             "agreement": {f"{a} vs {b}": float((top1[a] == top1[b]).mean())
                           for i, a in enumerate(names) for b in names[i + 1:]}}
+
+
+def regression_parity(outputs: dict[str, np.ndarray], targets: Optional[np.ndarray]) -> dict:
+    """The parity section for regression (and single-output) models: MAE per model and |Δ| to the reference.
+
+    Args:
+        outputs: outputs per model name (the reference first).
+        targets: regression targets, or None.
+
+    >>> regression_parity({"keras": np.array([[1.0]]), "tflite-int8": np.array([[1.5]])}, None)["max_abs_diff"]
+    {'keras vs tflite-int8': 0.5}
+    """
+    names = list(outputs)
+    reference = outputs[names[0]] if names else np.zeros((0, 1))
+    return {"samples": int(len(reference)), "task": "regression",
+            "mae": {n: regression_errors(o, targets)["mae"] for n, o in outputs.items()},
+            "max_abs_diff": {f"{names[0]} vs {n}": float(np.abs(outputs[n] - reference).max()) if len(reference)
+                             else 0.0 for n in names[1:]},
+            "mean_abs_diff": {f"{names[0]} vs {n}": float(np.abs(outputs[n] - reference).mean()) if len(reference)
+                              else 0.0 for n in names[1:]}}

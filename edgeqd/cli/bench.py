@@ -64,7 +64,7 @@ def bench_table(rows) -> "object":
                   f"and accuracy check only" if any(r.emulated for r in rows) else None)
     for column, justify in (("artifact", "left"), ("device", "left"), ("thr", "right"), ("status", "left"),
                             ("p50 ms", "right"), ("p90 ms", "right"), ("mean ms", "right"),
-                            ("init ms", "right"), ("peak MB", "right"), ("accuracy", "right"),
+                            ("init ms", "right"), ("peak MB", "right"), ("accuracy / MAE", "right"),
                             ("agree", "right"), ("runtime", "left"), ("machine", "left"), ("note", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for row in rows:
@@ -76,7 +76,8 @@ def bench_table(rows) -> "object":
         # Artifact names, device names, reasons and device strings are not ours: no markup in them.
         table.add_row(escape(row.artifact), escape(row.device), str(row.threads),
                       "[green]ok[/]" if row.ok else "[red]failed[/]", *latency,
-                      _fmt(row.init_ms, 1), _fmt(row.peak_rss_mb, 1), _fmt(row.accuracy, 4),
+                      _fmt(row.init_ms, 1), _fmt(row.peak_rss_mb, 1),
+                      _fmt(row.accuracy, 4) if row.mae is None else f"MAE {row.mae:.4g}",
                       _fmt(row.agreement, 4),
                       f"{_RUNTIME_SHORT.get(row.runtime, row.runtime)} {row.runtime_version}".strip()
                       + ("" if row.xnnpack is None else (" xnnpack" if row.xnnpack else " no-xnnpack")),
