@@ -37,8 +37,9 @@ def _float_onnx(context: ConversionContext) -> Path:
     import tf2onnx
 
     model = context.model
-    spec = tuple(tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=t.name.split(":")[0])
-                 for t in model.inputs)
+    # The Keras inputs' own dtypes: an int32 token-id input stays int32 in the ONNX graph.
+    spec = tuple(tf.TensorSpec((None, *t.shape[1:]), t.dtype if t.dtype.is_integer else tf.float32,
+                               name=t.name.split(":")[0]) for t in model.inputs)
     path = context.workdir / "float.onnx"
     try:
         tf2onnx.convert.from_keras(model, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
@@ -73,7 +74,8 @@ class _CalibrationReader:
     def get_next(self):
         if self.index >= len(self.samples):
             return None
-        sample = self.samples[self.index: self.index + 1].astype(np.float32)
+        sample = self.samples[self.index: self.index + 1]  # integer ids as they are: never quantized
+        sample = sample if sample.dtype.kind in "iu" else sample.astype(np.float32)
         self.index += 1
         return {self.input_name: sample}
 

@@ -68,18 +68,20 @@ def _convert(converter, what: str) -> bytes:
 
 
 def representative_dataset(samples):
-    """A TFLite ``representative_dataset`` callable yielding one sample at a time.
+    """A TFLite ``representative_dataset`` callable yielding one sample at a time, in the input's dtype.
 
     Args:
-        samples: float32 array (N, ...).
+        samples: float32 array (N, ...), or integers (token ids) for an integer input: those are
+            fed as they are — the calibrator refuses float32 for an int32 input, and ids are not quantized.
 
-    >>> len(list(representative_dataset(np.zeros((3, 2), "float32"))()))
-    3
+    >>> next(representative_dataset(np.zeros((3, 2), "int32"))())[0].dtype.name
+    'int32'
     """
+    dtype = samples.dtype if np.asarray(samples).dtype.kind in "iu" else np.float32
 
     def generate():
         for sample in samples:
-            yield [np.asarray(sample, dtype=np.float32)[None, ...]]
+            yield [np.asarray(sample, dtype=dtype)[None, ...]]
 
     return generate
 

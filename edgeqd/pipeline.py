@@ -85,17 +85,22 @@ def resolve_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def artifact_metadata(model, dataset: Dataset) -> dict[str, Any]:
+def artifact_metadata(model, dataset: Dataset, semantics=None) -> dict[str, Any]:
     """What an app needs to know to feed the artifact and read its output.
 
     Args:
         model: the Keras model being converted.
-        dataset: its data (labels and input normalization come from here).
+        dataset: its data (labels, the task and input normalization come from here).
+        semantics: what the output holds (:func:`edgeqd.models.heads.output_semantics`; found here when None).
     """
-    return {"producer": f"edgeqd {__version__}", "task": "image_classification"
-            if len(dataset.input_shape) == 3 else "classification",
-            "model_name": model.name, "labels": list(dataset.class_names),
-            "input_normalization": dataset.normalization, "output": "logits"}
+    from edgeqd.models.heads import output_semantics
+
+    semantics = semantics or output_semantics(model, regression=dataset.regression)
+    task = "regression" if semantics.output == "regression" else \
+        "image_classification" if len(dataset.input_shape) == 3 else "classification"
+    return {"producer": f"edgeqd {__version__}", "task": task, "model_name": model.name,
+            "labels": list(dataset.class_names), "input_normalization": dataset.normalization,
+            "output": semantics.output, "output_activation": semantics.activation}
 
 
 def load_keras(model: str | Path | Any, role: str, unsafe_deserialization: bool,
@@ -162,14 +167,14 @@ def _distil_stage(run: _Run, teacher, data) -> Any:
     return result.student
 
 
-def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
-                  reference_accuracy: Optional[float]) -> tuple[ArtifactResult, Optional[np.ndarray]]:
+def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels, keras_eval,
+                  regression: bool) -> tuple[ArtifactResult, Optional[np.ndarray]]:
     """Convert one format and verify it; a failure becomes a failed row. Returns the row and its outputs."""
     from edgeqd.atomic import no_room
     from edgeqd.bundle import embed_metadata
     from edgeqd.converters import CONVERTERS
     from edgeqd.models import file_sha256
-    from edgeqd.verify import check_float_artifact, verify_artifact
+    from edgeqd.verify import check_float_artifact, mae_increase_pct, verify_artifact
 
     converter = CONVERTERS[name]
     started = time.perf_counter()
@@ -183,7 +188,7 @@ def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
     try:
         details = converter.fn(context, target) or {}
         embed_metadata(target, converter.runtime, context.metadata)
-        evaluation, inputs, outputs, predictions = verify_artifact(target, x_eval, reference, labels)
+        evaluation, inputs, outputs, predictions = verify_artifact(target, x_eval, reference, labels, regression)
         if not converter.quantized:  # a float artifact must compute what the float model computes
             check_float_artifact(converter.filename, evaluation, reference)
     except EdgeqdError as exc:
@@ -199,16 +204,16 @@ def _artifact_row(name: str, context, out_dir: Path, x_eval, reference, labels,
             raise
         return failed(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
     drop = None
-    if reference_accuracy is not None and evaluation.accuracy is not None:
-        drop = round(100.0 * (reference_accuracy - evaluation.accuracy), 3)
+    if keras_eval.accuracy is not None and evaluation.accuracy is not None:
+        drop = round(100.0 * (keras_eval.accuracy - evaluation.accuracy), 3)
     row = ArtifactResult(name, converter.filename, converter.runtime, Status.OK, dtype=converter.precision,
                          bytes=target.stat().st_size, sha256=file_sha256(target), inputs=inputs, outputs=outputs,
                          evaluation=evaluation, accuracy_drop_pts=drop, seconds=time.perf_counter() - started,
-                         details=details)
+                         details=details, mae_increase_pct=mae_increase_pct(evaluation.mae, keras_eval.mae))
     return row, predictions
 
 
-def _context(run: _Run, model, qat, dataset: Dataset, worker):
+def _context(run: _Run, model, qat, dataset: Dataset, worker, semantics):
     """The converters' context: the float model, calibration samples, the QAT export, the child process."""
     from edgeqd.converters import ConversionContext
     from edgeqd.data import calibration_subset
@@ -224,7 +229,7 @@ def _context(run: _Run, model, qat, dataset: Dataset, worker):
     context = ConversionContext(model=model, calibration=calibration, workdir=run.scratch,
                                 per_channel=settings.calibration.per_channel,
                                 calibration_method=settings.calibration.method,
-                                metadata=artifact_metadata(model, dataset), run=isolated if worker else None,
+                                metadata=artifact_metadata(model, dataset, semantics), run=isolated if worker else None,
                                 saved_model_dir=getattr(model_source(model), "saved_model_dir", None))
     if qat is not None:
         context.qat_export, context.qat_softmax, context.qat_float_layers = qat.export, qat.softmax, qat.float_layers
@@ -234,15 +239,19 @@ def _context(run: _Run, model, qat, dataset: Dataset, worker):
 def _build_artifacts(run: _Run, names: list[str], model, qat, dataset: Dataset, tmp: Path, worker
                      ) -> tuple[list[ArtifactResult], dict, dict]:
     """Every format converted and verified against the float model: rows, calibration and parity sections."""
-    from edgeqd.verify import parity
+    from edgeqd.models.heads import output_semantics
+    from edgeqd.verify import evaluate_outputs, parity, regression_parity
 
     settings = run.settings
-    context, note = _context(run, model, qat, dataset, worker)
     x_eval = dataset.x_eval[:settings.verify.eval_samples]
     labels = None if dataset.y_eval is None else dataset.y_eval[:settings.verify.eval_samples]
     run.report("evaluating the Keras model", 1, len(names) + 2)
     reference = model.predict(x_eval, batch_size=256, verbose=0).astype(np.float32)
-    reference_accuracy = None if labels is None else float((reference.argmax(1) == labels).mean())
+    semantics = output_semantics(model, reference, regression=dataset.regression)
+    regression = semantics.output == "regression"
+    run.sections["output"] = semantics.to_dict()
+    context, note = _context(run, model, qat, dataset, worker, semantics)
+    keras_eval = evaluate_outputs(reference, reference, labels, dataset.regression)
     mode = settings.mode
     if qat is not None and {"tflite-int8", "onnx-int8"} & set(names):
         from edgeqd.qat_stage import choose_int8
@@ -252,21 +261,26 @@ def _build_artifacts(run: _Run, names: list[str], model, qat, dataset: Dataset, 
         run.sections["int8_choice"] = choice.section
         if choice.shipped == "ptq":  # PTQ agreed better: the int8 artifacts are calibrated, not QAT's
             context.qat_export, context.qat_float_layers, mode = None, (), "ptq (QAT fell back)"
-    rows, top1 = [], {"keras": reference.argmax(1)}
+    rows, outputs = [], {"keras": reference}
     if context.quantization_aware:
-        top1["keras-fake-quant"] = qat.fake_quant_outputs.argmax(1)
+        outputs["keras-fake-quant"] = qat.fake_quant_outputs
     for done, name in enumerate(names, start=2):
         interrupts.check()  # a stage boundary: an interrupt a converter swallowed ends the run here
         run.report(f"converting {name}", done, len(names) + 2)
-        row, predictions = _artifact_row(name, context, tmp, x_eval, reference, labels, reference_accuracy)
+        row, predictions = _artifact_row(name, context, tmp, x_eval, reference, labels, keras_eval,
+                                         dataset.regression)
         rows.append(row)
         if predictions is not None:
-            top1[name] = predictions.argmax(1)
+            outputs[name] = predictions
     calibration_section = {"samples": int(len(context.calibration)), "seed": settings.seed,
                            "source": "training split", "mode": mode, "per_channel": settings.calibration.per_channel,
                            "onnx_method": settings.calibration.method, "note": note}
-    reference_section = {"accuracy": reference_accuracy, "samples": int(len(x_eval))}
-    run.sections["parity"] = parity(top1, labels)
+    reference_section = {"accuracy": keras_eval.accuracy, "samples": int(len(x_eval)),
+                         "task": "regression" if regression else "classification"}
+    if dataset.regression:
+        reference_section.update(mae=keras_eval.mae, rmse=keras_eval.rmse, max_abs_error=keras_eval.max_abs_error)
+    run.sections["parity"] = regression_parity(outputs, labels if dataset.regression else None) if regression \
+        else parity({n: o.argmax(1) for n, o in outputs.items()}, labels)
     return rows, calibration_section, reference_section
 
 
@@ -287,14 +301,16 @@ def _write_outputs(run: _Run, model, model_path: Optional[Path], dataset: Datase
         rows, calibration, reference = _build_artifacts(run, names, model, qat, dataset, tmp, worker)
         quantized = {n for n in names if CONVERTERS[n].quantized}
         problems = [f"{r.format} failed: {r.reason}" for r in rows if r.status == Status.FAILED]
-        problems += drop_problems(rows, reference["accuracy"], settings.verify.max_drop, quantized)
+        problems += drop_problems(rows, reference["accuracy"], settings.verify.max_drop, quantized,
+                                  reference_mae=reference.get("mae"))
         warnings = int8_warnings(rows, reference["accuracy"], quantized)
         manifest = new_manifest(
             input_model={"path": str(model_path) if model_path else None,
                          "sha256": file_sha256(model_path) if model_path else None, **describe_model(model),
                          **source_record(model, settings.qat is not None)},
             data={"name": dataset.name, "train_samples": int(len(dataset.x_train)),
-                  "eval_samples": reference["samples"], "labelled": dataset.y_eval is not None,
+                  "eval_samples": reference["samples"], "labelled": dataset.y_eval is not None, "task": dataset.task,
+                  "input_dtype": dataset.x_train.dtype.name,
                   "input_shape": list(dataset.input_shape), "class_names": list(dataset.class_names),
                   "normalization": dataset.normalization, "seed": settings.seed},
             calibration=calibration, keras=reference, artifacts=[r.to_dict() for r in rows],

@@ -54,6 +54,9 @@ def itemsize(dtype: str) -> int:
         return 1
 
 
+_QUANTIZED_DTYPES = ("int8", "uint8", "int16", "int4", "uint4")
+
+
 def _scheme(kind: str, tensors: list[dict], operators: list[dict], quantized: bool) -> str:
     """The quantization scheme's name: float32, float16 weights, dynamic-range, full-int8, …"""
     modes = Counter(op["mode"] for op in operators)
@@ -151,7 +154,11 @@ def summarise(kind: str, tensors: list[dict], operators: list[dict], graph_input
     >>> summarise("onnx", [], [], [], [], {}, {})["quantization"]
     'float32'
     """
-    quantized = any(t["scale"] for t in tensors) or any(op["mode"] in ("integer", "hybrid") for op in operators)
+    # Quantized: tensors with scales, hybrid ops, or int8/int16 data. An op that is "integer" only because it
+    # reads and writes int32/int64 (token-id lookups, shape arithmetic in a float model) quantizes nothing.
+    quantized = any(t["scale"] for t in tensors) or any(op["mode"] == "hybrid" for op in operators) or any(
+        op["mode"] == "integer" and any(tensors[i]["dtype"] in _QUANTIZED_DTYPES for i in op["inputs"] + op["outputs"])
+        for op in operators)
     scheme = _scheme(kind, tensors, operators, quantized)
     compute_float = [op for op in operators if op["mode"] == "float" and op["type"] not in LAYOUT_OPS]
     # In a float model every op is float by design: nothing to flag.

@@ -32,7 +32,13 @@ def _elements(shape: list[int]) -> int:
 
 
 def _kotlin_type(dtype: str) -> tuple[str, int]:
-    return {"int8": ("Byte", 1), "uint8": ("Byte", 1), "float32": ("Float", 4)}.get(dtype, ("Float", 4))
+    return {"int8": ("Byte", 1), "uint8": ("Byte", 1), "float32": ("Float", 4), "int32": ("Int", 4),
+            "int64": ("Long", 8)}.get(dtype, ("Float", 4))
+
+
+def _ids(tensor: dict[str, Any]) -> bool:
+    """Whether the input takes integers as they are (token ids, indices): integer and not quantized."""
+    return tensor["dtype"].startswith(("int", "uint")) and not tensor["scale"]
 
 
 def preprocessing_text(normalization: dict[str, float], tensor: dict[str, Any]) -> str:
@@ -46,6 +52,9 @@ def preprocessing_text(normalization: dict[str, float], tensor: dict[str, Any]) 
     ...     {"dtype": "int8", "scale": [1 / 255], "zero_point": [-128]}).splitlines()[-1]
     '   Here the two scales match, so this is simply `q = raw + (-128)` (raw 0 → -128, raw 255 → 127).'
     """
+    if _ids(tensor):
+        return (f"1. Feed the token ids (indices) as {tensor['dtype']}, exactly as in training: no normalization, "
+                "no quantization (the ids are never quantized; the embedding lookup reads them as they are).")
     s, o = float(normalization.get("scale", 1.0)), float(normalization.get("offset", 0.0))
     lines = [f"1. Normalize as in training: `x = raw * {_fmt(s)} + {_fmt(o)}`"
              + (" (raw pixels 0..255 → 0..1)." if abs(s - 1 / 255) < 1e-9 and o == 0 else ".")]
@@ -61,12 +70,12 @@ def preprocessing_text(normalization: dict[str, float], tensor: dict[str, Any]) 
 
 
 def postprocessing_text(tensor: dict[str, Any], labels: list[str], output_kind: str) -> str:
-    """One paragraph: output tensor → class and probability, with the numbers.
+    """One paragraph: output tensor → class and probability (or regression values), with the numbers.
 
     Args:
         tensor: the output tensor from ``inspect_artifact``.
-        labels: class names in output order.
-        output_kind: "logits" or "probabilities".
+        labels: class names in output order (output names for regression).
+        output_kind: "logits", "probabilities" or "regression".
 
     >>> "argmax" in postprocessing_text({"dtype": "float32", "scale": [], "zero_point": []}, ["a"], "logits")
     True
@@ -74,34 +83,58 @@ def postprocessing_text(tensor: dict[str, Any], labels: list[str], output_kind: 
     lines = []
     if tensor["scale"]:
         scale, zero = tensor["scale"][0], tensor["zero_point"][0]
-        lines.append(f"1. Dequantize: `y = (q - ({zero})) * {_fmt(scale)}`. The scale is positive, so the "
-                     "argmax of `q` is already the predicted class.")
+        lines.append(f"1. Dequantize: `y = (q - ({zero})) * {_fmt(scale)}`." + (
+            "" if output_kind == "regression" else " The scale is positive, so the argmax of `q` is already the "
+            "predicted class."))
     else:
         lines.append("1. The output is float already.")
+    if output_kind == "regression":
+        lines.append(f"2. `y` holds the predicted values (regression), {len(labels)} per sample, in the units of the "
+                     "training targets; `labels.txt` names them. No argmax, no softmax.")
+        return "\n".join(lines)
     lines.append(f"2. The class is `argmax(y)`; its name is line `argmax + 1` of `labels.txt` ({len(labels)} lines"
                  + (f": {', '.join(labels[:4])}{', …' if len(labels) > 4 else ''}" if labels else "") + ").")
     if output_kind == "logits":
         lines.append("3. `y` holds logits: `softmax(y)` gives probabilities (subtract `max(y)` before `exp`).")
+    else:
+        lines.append("3. `y` holds probabilities already (the model ends in its activation): do not apply a "
+                     "softmax again.")
     return "\n".join(lines)
 
 
-def _kotlin(file: str, inp: dict, out: dict, normalization: dict, classes: int) -> str:
+def _kotlin_result(output_kind: str) -> tuple[str, str]:
+    """The Kotlin function's return type and its last lines for each kind of output."""
+    if output_kind == "regression":
+        return "FloatArray", "        return y  // the predicted values, named by labels.txt"
+    best = "        val best = y.indices.maxBy { y[it] }\n"
+    if output_kind == "probabilities":
+        return "Pair<String, Float>", best + "        return labels[best] to y[best]  // probabilities already"
+    return "Pair<String, Float>", best + ("        val max = y[best]\n"
+                                          "        val sum = y.sumOf { exp((it - max).toDouble()) }  // softmax of logits\n"
+                                          "        return labels[best] to (1.0 / sum).toFloat()")
+
+
+def _kotlin(file: str, inp: dict, out: dict, normalization: dict, classes: int, output_kind: str = "logits") -> str:
     in_type, in_bytes = _kotlin_type(inp["dtype"])
     out_type, _ = _kotlin_type(out["dtype"])
     n_in = _elements(inp["shape"])
     s, o = _fmt(float(normalization.get("scale", 1.0))), _fmt(float(normalization.get("offset", 0.0)))
-    if inp["scale"]:
+    if _ids(inp):  # token ids go in as they are
+        put = f"            input.put{in_type}(p{'.toLong()' if in_type == 'Long' else ''})"
+    elif inp["scale"]:
         put = (f"            val q = Math.round((p * {s}f + {o}f) / {_fmt(inp['scale'][0])}f) + ({inp['zero_point'][0]})\n"
                "            input.put(q.coerceIn(-128, 127).toByte())")
     else:
         put = f"            input.putFloat(p * {s}f + {o}f)"
+    what = "token ids" if _ids(inp) else "raw values (0..255)"
+    returns, result = _kotlin_result(output_kind)
     if out["scale"]:
         output_decl = f"        val output = Array(1) {{ ByteArray({classes}) }}"
-        dequant = (f"        val logits = FloatArray({classes}) {{ (output[0][it] - ({out['zero_point'][0]})) * "
+        dequant = (f"        val y = FloatArray({classes}) {{ (output[0][it] - ({out['zero_point'][0]})) * "
                    f"{_fmt(out['scale'][0])}f }}")
     else:
         output_decl = f"        val output = Array(1) {{ FloatArray({classes}) }}"
-        dequant = "        val logits = output[0]"
+        dequant = "        val y = output[0]"
     return f"""```kotlin
 // app/build.gradle.kts
 dependencies {{ implementation("{LITERT_ANDROID}") }}
@@ -130,8 +163,8 @@ class Classifier(context: Context) {{
         interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))
     }}
 
-    /** [pixels]: {n_in} raw values (0..255) in {_shape(inp['shape'][1:])} row-major order. */
-    fun classify(pixels: IntArray): Pair<String, Float> {{
+    /** [pixels]: {n_in} {what} in {_shape(inp['shape'][1:])} row-major order. */
+    fun classify(pixels: IntArray): {returns} {{
         require(pixels.size == {n_in}) {{ "expected {n_in} values, got ${{pixels.size}}" }}
         // input "{inp['name']}": {inp['dtype']} {_shape(inp['shape'])}
         val input = ByteBuffer.allocateDirect({n_in * in_bytes}).order(ByteOrder.nativeOrder())
@@ -143,10 +176,7 @@ class Classifier(context: Context) {{
 {output_decl}
         interpreter.run(input, output)
 {dequant}
-        val best = logits.indices.maxBy {{ logits[it] }}
-        val max = logits[best]
-        val sum = logits.sumOf {{ exp((it - max).toDouble()) }}
-        return labels[best] to (1.0 / sum).toFloat()
+{result}
     }}
 
     fun close() = interpreter.close()
@@ -154,10 +184,14 @@ class Classifier(context: Context) {{
 ```"""
 
 
-def _cpp(file: str, inp: dict, out: dict, normalization: dict, classes: int) -> str:
+def _cpp(file: str, inp: dict, out: dict, normalization: dict, classes: int, output_kind: str = "logits") -> str:
     n_in = _elements(inp["shape"])
     s, o = _fmt(float(normalization.get("scale", 1.0))), _fmt(float(normalization.get("offset", 0.0)))
-    if inp["scale"]:
+    raw = "std::vector<uint8_t> raw({n}, 0);  // your image: {shape}, values 0..255"
+    if _ids(inp):  # token ids go in as they are
+        ctype = {"int64": "int64_t"}.get(inp["dtype"], "int32_t")
+        fill, raw = "    input[i] = raw[i];", f"std::vector<{ctype}> raw({{n}}, 0);  // your token ids: {{shape}}"
+    elif inp["scale"]:
         ctype = "int8_t"
         fill = (f"    const float x = raw[i] * {s}f + {o}f;\n"
                 f"    const long q = std::lround(x / {_fmt(inp['scale'][0])}f) + ({inp['zero_point'][0]});\n"
@@ -170,6 +204,15 @@ def _cpp(file: str, inp: dict, out: dict, normalization: dict, classes: int) -> 
         deq = f"(output[c] - ({out['zero_point'][0]})) * {_fmt(out['scale'][0])}f"
     else:
         octype, deq = "float", "output[c]"
+    raw = raw.format(n=n_in, shape=_shape(inp["shape"][1:]))
+    if output_kind == "regression":
+        result = (f"  for (int c = 0; c < {classes}; ++c) std::printf(\"%s%.6g\", c ? \" \" : \"\", {deq});\n"
+                  "  std::printf(\"\\n\");  // the predicted values, named by labels.txt")
+    else:
+        result = (f"  int best = 0;\n  float best_value = -INFINITY;\n  for (int c = 0; c < {classes}; ++c) {{\n"
+                  f"    const float y = {deq};\n    if (y > best_value) {{ best_value = y; best = c; }}\n  }}\n"
+                  "  std::printf(\"class %d (%.3f)\\n\", best, best_value);  // name: line best+1 of labels.txt"
+                  + ("; a probability" if output_kind == "probabilities" else "; a logit (softmax for a probability)"))
     return f"""```cpp
 // classify.cc — LiteRT (TensorFlow Lite) C++ API
 #include <algorithm>
@@ -191,7 +234,7 @@ int main() {{
   interpreter->SetNumThreads(4);  // Raspberry Pi 4/5: 4 cores
   if (interpreter->AllocateTensors() != kTfLiteOk) return 1;
 
-  std::vector<uint8_t> raw({n_in}, 0);  // your image: {_shape(inp['shape'][1:])}, values 0..255
+  {raw}
   // input "{inp['name']}": {inp['dtype']} {_shape(inp['shape'])}
   {ctype}* input = interpreter->typed_input_tensor<{ctype}>(0);
   for (int i = 0; i < {n_in}; ++i) {{
@@ -200,13 +243,7 @@ int main() {{
   if (interpreter->Invoke() != kTfLiteOk) return 1;
   // output "{out['name']}": {out['dtype']} {_shape(out['shape'])}
   const {octype}* output = interpreter->typed_output_tensor<{octype}>(0);
-  int best = 0;
-  float best_value = -INFINITY;
-  for (int c = 0; c < {classes}; ++c) {{
-    const float y = {deq};
-    if (y > best_value) {{ best_value = y; best = c; }}
-  }}
-  std::printf("class %d (%.3f)\\n", best, best_value);  // name: line best+1 of labels.txt
+{result}
 }}
 ```
 
@@ -222,18 +259,31 @@ Without C++: `pip install ai-edge-litert` on the Pi (64-bit Raspberry Pi OS) and
 `ai_edge_litert.interpreter.Interpreter(model_path="{file}")` with the same pre/post-processing."""
 
 
-def _micro(inp: dict, out: dict, operators: list[str], arena: int, size: int, normalization: dict) -> str:
+def _micro(inp: dict, out: dict, operators: list[str], arena: int, size: int, normalization: dict,
+           output_kind: str = "logits") -> str:
     calls = micro_op_resolver_calls(operators)
     registrations = "\n".join(f"  resolver.{c};" for c in calls)
     n_in = _elements(inp["shape"])
     s, o = float(normalization.get("scale", 1.0)), float(normalization.get("offset", 0.0))
-    if inp["scale"] and abs(inp["scale"][0] - s) <= 1e-6 * s and o == 0:
+    signature, raw = "int classify(", "const uint8_t* raw /* {n_in} values, 0..255 */"
+    if _ids(inp):  # token ids go in as they are
+        quantize = f"    input->data.{'i64' if inp['dtype'] == 'int64' else 'i32'}[i] = raw[i];"
+        raw = f"const {'int64_t' if inp['dtype'] == 'int64' else 'int32_t'}* raw /* {{n_in}} token ids */"
+    elif inp["scale"] and abs(inp["scale"][0] - s) <= 1e-6 * s and o == 0:
         quantize = ("    // the input scale equals the normalization scale: q = raw + zero point\n"
                     "    input->data.int8[i] = static_cast<int8_t>(raw[i] + EDGEQD_INPUT_ZERO_POINT);")
     else:
         quantize = (f"    const long q = lroundf((raw[i] * {_fmt(s)}f + {_fmt(o)}f) / EDGEQD_INPUT_SCALE) "
                     "+ EDGEQD_INPUT_ZERO_POINT;\n"
                     "    input->data.int8[i] = static_cast<int8_t>(q < -128 ? -128 : (q > 127 ? 127 : q));")
+    result = ("  int best = 0;\n  for (int c = 1; c < EDGEQD_OUTPUT_ELEMENTS; ++c) {\n"
+              "    if (output->data.int8[c] > output->data.int8[best]) best = c;\n  }\n"
+              "  return best;  // line best+1 of labels.txt")
+    if output_kind == "regression":
+        signature, raw = "int predict(", raw + ", float* values /* EDGEQD_OUTPUT_ELEMENTS */"
+        result = ("  for (int c = 0; c < EDGEQD_OUTPUT_ELEMENTS; ++c) {\n    values[c] = (output->data.int8[c] - "
+                  "EDGEQD_OUTPUT_ZERO_POINT) * EDGEQD_OUTPUT_SCALE;  // regression values\n  }\n  return 0;")
+    raw = raw.format(n_in=n_in)
     return f"""`model_data.h` / `model_data.cc` hold the int8 model ({size:,} bytes) as a 16-byte aligned
 array `g_model_data` (length `g_model_data_len`) plus its I/O numbers as macros
 (`EDGEQD_INPUT_SCALE`, `EDGEQD_INPUT_ZERO_POINT`, `EDGEQD_OUTPUT_SCALE`, …). Add both files to your
@@ -250,7 +300,7 @@ firmware next to TensorFlow Lite Micro:
 constexpr int kArenaSize = {arena};
 alignas(16) static uint8_t tensor_arena[kArenaSize];
 
-int classify(const uint8_t* raw /* {n_in} values, 0..255 */) {{
+{signature}{raw}) {{
   const tflite::Model* model = tflite::GetModel(g_model_data);
   static tflite::MicroMutableOpResolver<{max(len(calls), 1)}> resolver;  // the ops this model uses
 {registrations}
@@ -262,18 +312,23 @@ int classify(const uint8_t* raw /* {n_in} values, 0..255 */) {{
   }}
   if (interpreter.Invoke() != kTfLiteOk) return -1;
   TfLiteTensor* output = interpreter.output(0);
-  int best = 0;
-  for (int c = 1; c < EDGEQD_OUTPUT_ELEMENTS; ++c) {{
-    if (output->data.int8[c] > output->data.int8[best]) best = c;
-  }}
-  return best;  // line best+1 of labels.txt
+{result}
 }}
 ```"""
 
 
-def _onnx(file: str, inp: dict, out: dict, normalization: dict) -> str:
+def _onnx(file: str, inp: dict, out: dict, normalization: dict, output_kind: str = "logits") -> str:
     s, o = _fmt(float(normalization.get("scale", 1.0))), _fmt(float(normalization.get("offset", 0.0)))
     shape = [1 if d < 0 else d for d in inp["shape"]]
+    ctype = {"int32": "int32_t", "int64": "int64_t"}.get(inp["dtype"], "float") if _ids(inp) else "float"
+    if _ids(inp):
+        feed = (f"x = np.zeros({tuple(shape)}, np.{inp['dtype']})".ljust(50) + "# your token ids, as they are")
+        cfill = "// your token ids"
+    else:
+        feed = (f"raw = np.zeros({tuple(shape)}, np.float32)".ljust(50) + f"# your batch, values 0..255\n"
+                + f"x = raw * {s} + {o}".ljust(50) + f"# input \"{inp['name']}\": {inp['dtype']} {_shape(inp['shape'])}")
+        cfill = f"// raw * {s} + {o}"
+    show = "y[0]" if output_kind == "regression" else "labels[int(y[0].argmax())]"
     return f"""Python (`pip install onnxruntime`):
 
 ```python
@@ -282,10 +337,9 @@ import onnxruntime as ort
 
 session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
 labels = open("labels.txt").read().splitlines()
-raw = np.zeros({tuple(shape)}, np.float32)        # your batch, values 0..255
-x = raw * {s} + {o}                                 # input "{inp['name']}": {inp['dtype']} {_shape(inp['shape'])}
+{feed}
 (y,) = session.run(["{out['name']}"], {{"{inp['name']}": x.astype(np.{inp['dtype']})}})
-print(labels[int(y[0].argmax())])                  # output "{out['name']}": {out['dtype']} {_shape(out['shape'])}
+print({show})  # output "{out['name']}": {out['dtype']} {_shape(out['shape'])}, {output_kind}
 ```
 
 C++ (`onnxruntime_cxx_api.h`):
@@ -294,9 +348,9 @@ C++ (`onnxruntime_cxx_api.h`):
 Ort::Env env;
 Ort::Session session(env, "{file}", Ort::SessionOptions{{}});
 std::vector<int64_t> shape = {{{', '.join(str(d) for d in shape)}}};
-std::vector<float> x({_elements(shape)});  // raw * {s} + {o}
+std::vector<{ctype}> x({_elements(shape)});  {cfill}
 auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-auto tensor = Ort::Value::CreateTensor<float>(memory, x.data(), x.size(), shape.data(), shape.size());
+auto tensor = Ort::Value::CreateTensor<{ctype}>(memory, x.data(), x.size(), shape.data(), shape.size());
 const char* in_names[] = {{"{inp['name']}"}};
 const char* out_names[] = {{"{out['name']}"}};
 auto outputs = session.Run(Ort::RunOptions{{nullptr}}, in_names, &tensor, 1, out_names, 1);
@@ -323,16 +377,20 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
     normalization = data.get("normalization") or {"scale": 1.0, "offset": 0.0}
     model_name = manifest.get("input_model", {}).get("name", "model")
     artifacts = {a["format"]: a for a in manifest.get("artifacts", []) if a.get("status") == "ok"}
+    regression = data.get("task") == "regression"
     lines = [f"# Integration: {model_name}", "",
              f"Generated by edgeqd {__version__} from the artifacts in this folder "
-             f"(data: {data.get('name', '?')}, {len(labels)} classes). Every number below is read from the files.",
-             "", "| file | format | size | input → output | top-1 | sha256 |", "|---|---|---|---|---|---|"]
+             f"(data: {data.get('name', '?')}, {len(labels)} "
+             f"{'outputs, regression' if regression else 'classes'}). Every number below is read from the files.",
+             "", f"| file | format | size | input → output | {'MAE' if regression else 'top-1'} | sha256 |",
+             "|---|---|---|---|---|---|"]
     for name, artifact in artifacts.items():
         info = described.get(name, {})
         io = " → ".join(", ".join(f"{t['dtype']} {_shape(t['shape'])}" for t in info.get(k, [])) for k in ("inputs", "outputs"))
-        accuracy = (artifact.get("evaluation") or {}).get("accuracy")
+        figure = (artifact.get("evaluation") or {}).get("mae" if regression else "accuracy")
+        shown = "" if figure is None else f"{figure:.4g}" if regression else f"{figure:.2%}"
         lines.append(f"| `{artifact['file']}` | {info.get('quantization', artifact.get('dtype', ''))} | "
-                     f"{artifact['bytes']:,} B | {io} | {'' if accuracy is None else f'{accuracy:.2%}'} | "
+                     f"{artifact['bytes']:,} B | {io} | {shown} | "
                      f"`{artifact['sha256'][:12]}…` |")
     for extra in bundle_files:
         lines.append(f"| `{extra}` | bundle | | | | |")
@@ -349,15 +407,19 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
     reference = described[main or onnx_name]
     inp, out = reference["inputs"][0], reference["outputs"][0]
     classes = _elements(out["shape"][1:]) if len(out["shape"]) > 1 else _elements(out["shape"])
-    output_kind = "logits"
+    output = manifest.get("output") or {}
+    output_kind = output.get("kind", "logits")
+    task = "regression" if output_kind == "regression" else \
+        "image classification" if len(data.get("input_shape", [])) == 3 else "classification"
+    activation = f", {output['activation']}" if output.get("activation") else ""
     lines += ["## The model's contract", "",
-              f"Task: {manifest.get('task', 'image classification' if len(data.get('input_shape', [])) == 3 else 'classification')}. "
+              f"Task: {task}. "
               f"Numbers below are for `{artifacts[main or onnx_name]['file']}`.", "",
               f"- input `{inp['name']}`: {inp['dtype']} {_shape(inp['shape'])}"
               + (f", scale {_fmt(inp['scale'][0])}, zero point {inp['zero_point'][0]}" if inp["scale"] else ""),
               f"- output `{out['name']}`: {out['dtype']} {_shape(out['shape'])}"
               + (f", scale {_fmt(out['scale'][0])}, zero point {out['zero_point'][0]}" if out["scale"] else "")
-              + f" ({output_kind})", "",
+              + f" ({output_kind}{activation})", "",
               "Pre-processing:", "", preprocessing_text(normalization, inp), "",
               "Post-processing:", "", postprocessing_text(out, labels, output_kind), "",
               "The `.tflite` files carry the same facts as TFLite Metadata (`TFLITE_METADATA`: normalization "
@@ -376,8 +438,8 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
 
     if main is not None:
         file = artifacts[main]["file"]
-        lines += ["## Android (Kotlin, LiteRT)", "", _kotlin(file, inp, out, normalization, classes), "",
-                  "## Linux / Raspberry Pi (C++, LiteRT)", "", _cpp(file, inp, out, normalization, classes), ""]
+        lines += ["## Android (Kotlin, LiteRT)", "", _kotlin(file, inp, out, normalization, classes, output_kind), "",
+                  "## Linux / Raspberry Pi (C++, LiteRT)", "", _cpp(file, inp, out, normalization, classes, output_kind), ""]
     micro = described.get("tflite-int8")
     if micro is not None and C_HEADER in bundle_files:
         ops = [row["type"] for row in micro["operators"]]
@@ -385,10 +447,11 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
         arena = int(math.ceil(max(arena, 1024) / 1024.0) * 1024)
         lines += ["## Microcontrollers (TensorFlow Lite Micro)", "",
                   _micro(micro["inputs"][0], micro["outputs"][0], ops, arena, artifacts["tflite-int8"]["bytes"],
-                         normalization), ""]
+                         normalization, output_kind), ""]
     if onnx_name is not None:
         info = described[onnx_name]
         lines += ["## ONNX Runtime", "", f"`{artifacts[onnx_name]['file']}` ({info['quantization']}) takes "
-                  f"{info['inputs'][0]['dtype']} input: normalize, do not quantize (the graph does it).", "",
-                  _onnx(artifacts[onnx_name]["file"], info["inputs"][0], info["outputs"][0], normalization), ""]
+                  f"{info['inputs'][0]['dtype']} input: " + ("the token ids as they are." if _ids(info["inputs"][0]) else
+                                                           "normalize, do not quantize (the graph does it)."), "",
+                  _onnx(artifacts[onnx_name]["file"], info["inputs"][0], info["outputs"][0], normalization, output_kind), ""]
     return "\n".join(lines)

@@ -130,6 +130,14 @@ def _input_metadata(meta, tensor: dict, task: str, normalization: dict) -> Any:
     t = meta.TensorMetadataT()
     t.name = tensor["name"]
     shape = tensor["shape"]
+    if tensor["dtype"].startswith(("int", "uint")) and not tensor["scale"]:  # token ids, indices: as they are
+        t.description = (f"{'x'.join(str(d) for d in shape[1:])} {tensor['dtype']} input (token ids / indices): "
+                         "fed as they are, neither normalized nor quantized")
+        content = meta.ContentT()
+        content.contentPropertiesType = meta.ContentProperties.FeatureProperties
+        content.contentProperties = meta.FeaturePropertiesT()
+        t.content = content
+        return t
     t.description = (f"{'x'.join(str(d) for d in shape[1:])} input; x = raw * {normalization['scale']:.8g} "
                      f"+ {normalization['offset']:.8g}" + (
                          f"; int8 q = round(x / {tensor['scale'][0]:.8g}) + ({tensor['zero_point'][0]})"
@@ -162,13 +170,33 @@ def _input_metadata(meta, tensor: dict, task: str, normalization: dict) -> Any:
     return t
 
 
+def output_description(metadata: dict[str, Any], count: int) -> str:
+    """What the output holds, in words: probabilities (no softmax to apply), logits (apply one) or regression values.
+
+    Args:
+        metadata: edgeqd's metadata (``output``: "probabilities", "logits" or "regression";
+            ``output_activation``: "softmax"/"sigmoid").
+        count: classes (outputs for regression).
+
+    >>> output_description({"output": "probabilities", "output_activation": "softmax"}, 3)
+    'probabilities (softmax) for 3 classes: use them as they are'
+    """
+    kind = metadata.get("output", "logits")
+    if kind == "probabilities":
+        return (f"probabilities ({metadata.get('output_activation') or 'softmax'}) for {count} classes: "
+                "use them as they are")
+    if kind == "regression":
+        return f"regression values, {count} per sample: no argmax, no softmax"
+    return f"logits for {count} classes: softmax turns them into probabilities"
+
+
 def _output_metadata(meta, tensor: dict, metadata: dict, labels: list[str]) -> Any:
     """``TensorMetadataT`` of one output, with ``labels.txt`` as its axis labels."""
     t = meta.TensorMetadataT()
     t.name = tensor["name"]
-    t.description = (f"{metadata.get('output', 'scores')} for {len(labels) or 'the'} classes"
+    t.description = (output_description(metadata, len(labels) or (tensor["shape"][-1] if tensor["shape"] else 0))
                      + (f"; float = (q - ({tensor['zero_point'][0]})) * {tensor['scale'][0]:.8g}"
-                        if tensor["scale"] else "") + "; softmax turns logits into probabilities")
+                        if tensor["scale"] else ""))
     content = meta.ContentT()
     content.contentPropertiesType = meta.ContentProperties.FeatureProperties
     content.contentProperties = meta.FeaturePropertiesT()
@@ -207,8 +235,9 @@ def build_tflite_model_metadata(metadata: dict[str, Any], inputs: list[dict], ou
     subgraph.outputTensorMetadata = [_output_metadata(meta, t, metadata, labels) for t in outputs]
     model = meta.ModelMetadataT()
     model.name = metadata.get("model_name") or "model"
-    model.description = (f"{task.replace('_', ' ')}, {len(labels)} classes; output: "
-                         f"{metadata.get('output', 'scores')}")
+    model.description = (f"{task.replace('_', ' ')}, {len(labels)} {'outputs' if task == 'regression' else 'classes'}"
+                         f"; output: {metadata.get('output', 'logits')}"
+                         + (f" ({metadata['output_activation']})" if metadata.get("output_activation") else ""))
     model.version = metadata.get("producer", f"edgeqd {__version__}")
     model.author = metadata.get("producer", f"edgeqd {__version__}")
     model.minParserVersion = METADATA_PARSER_VERSION
