@@ -24,9 +24,69 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["export_saved_model", "has_lstm", "SIGNATURE_KEY"]
+__all__ = ["export_saved_model", "has_lstm", "has_recurrent", "unrolled_copy", "SIGNATURE_KEY"]
 
 SIGNATURE_KEY = "serving_default"
+
+
+def has_recurrent(model) -> bool:
+    """Whether ``model`` holds a Keras RNN layer — LSTM, GRU, SimpleRNN (also inside Bidirectional or a QAT wrapper).
+
+    All trace at batch 1: an LSTM then fuses into TFLite's UNIDIRECTIONAL_SEQUENCE_LSTM, and a GRU or
+    SimpleRNN loop becomes a WHILE over static shapes that the float converter lowers to builtins
+    (with a dynamic batch it keeps TensorList ops no TFLite kernel runs).
+
+    Args:
+        model: a ``tf_keras`` model.
+    """
+    import tf_keras
+
+    return any(isinstance(layer, tf_keras.layers.RNN) for layer in model.submodules)
+
+
+# GRU/SimpleRNN loops are unrolled for calibration up to this many time steps: each step copies the
+# cell's ops (a 10-step GRU: 17 KiB float loop, 106 KiB unrolled int8); longer sequences keep the loop.
+MAX_UNROLL_STEPS = 128
+
+
+def _set_unroll(config):
+    """Set ``unroll=True`` on every GRU/SimpleRNN in a Keras config (nested models and wrappers too); count them."""
+    count = 0
+    if isinstance(config, dict):
+        if config.get("class_name") in ("GRU", "SimpleRNN") and isinstance(config.get("config"), dict):
+            config["config"]["unroll"] = True
+            count += 1
+        for value in config.values():
+            count += _set_unroll(value)
+    elif isinstance(config, list):
+        count += sum(_set_unroll(value) for value in config)
+    return count
+
+
+def unrolled_copy(model):
+    """A copy of ``model`` (same weights) whose GRU/SimpleRNN layers are unrolled, or None.
+
+    TFLite's calibrator segfaults on the WHILE loop a GRU or SimpleRNN becomes (even traced at
+    batch 1), and TFLite has no fused int8 kernel for them as it has for LSTM; unrolled over a
+    static sequence length they are plain FULLY_CONNECTED/LOGISTIC/TANH ops that calibrate and
+    run in int8. None when the model has none, its time dimension is not static or longer than
+    :data:`MAX_UNROLL_STEPS`, or the copy cannot be built.
+
+    Args:
+        model: a functional or Sequential ``tf_keras`` model.
+    """
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
+    if shape is None or len(shape) < 3 or shape[1] is None or shape[1] > MAX_UNROLL_STEPS:
+        return None
+    try:
+        config = model.get_config()
+        if not _set_unroll(config):
+            return None
+        copy = model.__class__.from_config(config)
+        copy.set_weights(model.get_weights())
+    except Exception:  # a layer without a usable config: keep the loop (its calibration may fail as a row)
+        return None
+    return copy
 
 
 def has_lstm(model) -> bool:

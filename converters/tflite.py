@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgeqd.converters.export import SIGNATURE_KEY, export_saved_model, has_lstm
+from edgeqd.converters.export import SIGNATURE_KEY, export_saved_model, has_lstm, has_recurrent, unrolled_copy
 from edgeqd.converters.registry import ConversionContext, register_converter
 from edgeqd.errors import ConversionError
 
@@ -164,10 +164,13 @@ def _export(context: ConversionContext, which: str) -> Path:
         path = Path(context.qat_export)
     elif which == "float" and context.saved_model_dir is not None:
         path = Path(context.saved_model_dir)  # a layer-less SavedModel: its serving signature is the model
+    elif which == "unrolled":  # GRU/SimpleRNN loops unrolled for calibration (see export.unrolled_copy)
+        path = export_saved_model(context.cache["unrolled-model"], context.workdir / "export-unrolled", batch=1,
+                                  output_names=context.model.output_names)
     else:
         model = context.model if which == "float" else context.qat_model
-        # QAT models trace at batch 1 (shape plumbing folds away); LSTMs must (see export).
-        batch = 1 if which == "qat" or has_lstm(model) else None
+        # QAT models trace at batch 1 (shape plumbing folds away); recurrent layers must (see export).
+        batch = 1 if which == "qat" or has_recurrent(model) else None
         path = export_saved_model(model, context.workdir / f"export-{which}", batch=batch,
                                   output_names=context.model.output_names,
                                   softmax=which == "qat" and context.qat_softmax)
@@ -183,6 +186,10 @@ def tflite_bytes(context: ConversionContext, which: str, precision: str) -> byte
         which: "float" or "qat".
         precision: "float32", "float16", "int8" or "int16x8".
     """
+    if which == "float" and precision in ("int8", "int16x8") and context.saved_model_dir is None:
+        if "unrolled-model" not in context.cache:
+            context.cache["unrolled-model"] = unrolled_copy(context.model)
+        which = "float" if context.cache["unrolled-model"] is None else "unrolled"
     key = f"tflite-{which}-{precision}"
     if key not in context.cache:
         calibrates = precision in ("int8", "int16x8")
@@ -222,7 +229,11 @@ def convert_tflite_int8(context: ConversionContext, out_path: Path) -> dict:
     """
     if not context.quantization_aware:
         out_path.write_bytes(tflite_bytes(context, "float", "int8"))
-        return {"per_channel": context.per_channel, "calibration_method": "tflite-minmax"}
+        details = {"per_channel": context.per_channel, "calibration_method": "tflite-minmax"}
+        if context.cache.get("unrolled-model") is not None:
+            details["note"] = ("GRU/SimpleRNN unrolled over the sequence for int8 (TFLite's calibrator crashes on "
+                               "their loops); the float artifacts keep the loop")
+        return details
     out_path.write_bytes(tflite_bytes(context, "qat", "int8"))
     details = {"per_channel": context.per_channel, "calibration_method": "qat"}
     if context.qat_float_layers:

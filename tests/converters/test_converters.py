@@ -89,13 +89,3 @@ def test_lstm_converts_to_tflite_fused_and_stateless_per_sample(tmp_path):
     interpreter = Interpreter(model_path=str(tmp_path / "model_int8.tflite"))
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and interpreter.get_input_details()[0]["dtype"] == np.int8
-
-
-def test_gru_tflite_failure_names_the_way_out(tmp_path):
-    import tf_keras as keras
-
-    model = _sequence_model(keras.layers.GRU(8))
-    context = ConversionContext(model=model, calibration=np.zeros((4, 12, 4), np.float32), workdir=tmp_path)
-    with pytest.raises(ConversionError, match="GRU, SimpleRNN.*unroll=True") as caught:
-        CONVERTERS["tflite-fp32"].fn(context, tmp_path / "model_fp32.tflite")
-    assert "loc(" not in str(caught.value) and len(str(caught.value)) < 600
