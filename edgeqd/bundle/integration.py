@@ -126,7 +126,7 @@ def _kotlin(file: str, inp: dict, out: dict, normalization: dict, classes: int, 
                "            input.put(q.coerceIn(-128, 127).toByte())")
     else:
         put = f"            input.putFloat(p * {s}f + {o}f)"
-    what = "token ids" if _ids(inp) else "raw values (0..255)"
+    what = "token ids" if _ids(inp) else "raw values (0..255)" if len(inp["shape"]) == 4 else "raw values"
     returns, result = _kotlin_result(output_kind)
     if out["scale"]:
         output_decl = f"        val output = Array(1) {{ ByteArray({classes}) }}"
@@ -187,7 +187,8 @@ class Classifier(context: Context) {{
 def _cpp(file: str, inp: dict, out: dict, normalization: dict, classes: int, output_kind: str = "logits") -> str:
     n_in = _elements(inp["shape"])
     s, o = _fmt(float(normalization.get("scale", 1.0))), _fmt(float(normalization.get("offset", 0.0)))
-    raw = "std::vector<uint8_t> raw({n}, 0);  // your image: {shape}, values 0..255"
+    raw = "std::vector<uint8_t> raw({n}, 0);  // your image: {shape}, values 0..255" if len(inp["shape"]) == 4 \
+        else "std::vector<float> raw({n}, 0);  // your raw features: {shape}"
     if _ids(inp):  # token ids go in as they are
         ctype = {"int64": "int64_t"}.get(inp["dtype"], "int32_t")
         fill, raw = "    input[i] = raw[i];", f"std::vector<{ctype}> raw({{n}}, 0);  // your token ids: {{shape}}"
@@ -325,7 +326,8 @@ def _onnx(file: str, inp: dict, out: dict, normalization: dict, output_kind: str
         feed = (f"x = np.zeros({tuple(shape)}, np.{inp['dtype']})".ljust(50) + "# your token ids, as they are")
         cfill = "// your token ids"
     else:
-        feed = (f"raw = np.zeros({tuple(shape)}, np.float32)".ljust(50) + f"# your batch, values 0..255\n"
+        feed = (f"raw = np.zeros({tuple(shape)}, np.float32)".ljust(50)
+                + ("# your batch, values 0..255\n" if len(shape) == 4 else "# your batch of raw features\n")
                 + f"x = raw * {s} + {o}".ljust(50) + f"# input \"{inp['name']}\": {inp['dtype']} {_shape(inp['shape'])}")
         cfill = f"// raw * {s} + {o}"
     show = "y[0]" if output_kind == "regression" else "labels[int(y[0].argmax())]"

@@ -28,7 +28,8 @@ def _quality_cells(manifest: dict[str, Any], a: dict[str, Any]) -> list[str]:
     ev = a["evaluation"]
     if manifest["keras"].get("task") == "regression":
         increase = a.get("mae_increase_pct")
-        return [_num(ev.get("mae")), "—" if increase is None else f"{increase:+.2f}%", _num(ev.get("max_abs_diff")),
+        return [_num(ev.get("mae")), "—" if increase is None else f"{increase:+.2f}%".replace("-0.00", "+0.00"),
+                _num(ev.get("max_abs_diff")),
                 f"{ev['mean_abs_diff']:.4f}"]
     drop = "—" if a["accuracy_drop_pts"] is None else f"{0.0 - a['accuracy_drop_pts']:+.2f}".replace("-0.00", "+0.00")
     return [_pct(ev["accuracy"]), drop, _pct(ev["agreement"]), f"{ev['mean_abs_diff']:.4f}"]

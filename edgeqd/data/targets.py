@@ -44,8 +44,8 @@ def is_regression(y: Optional[np.ndarray]) -> bool:
         return False
     if y.ndim == 2 and y.shape[1] > 1:
         return not _is_one_hot(y)
-    finite = np.isfinite(y)
-    return bool(finite.all() and not np.equal(np.round(y), y).all())
+    finite = y[np.isfinite(y)]  # a NaN among real values is a bad target (named later), not a bad label
+    return bool(finite.size and not np.equal(np.round(finite), finite).all())
 
 
 def _labels(y: Optional[np.ndarray], what: str) -> tuple[Optional[np.ndarray], Optional[int]]:
