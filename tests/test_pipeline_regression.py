@@ -117,3 +117,11 @@ def test_bench_reports_mae_for_regression_targets(regression):
         assert row.ok, row.reason
         assert row.accuracy is None and row.mae is not None and 0 < row.mae < 1.0
         assert row.agreement is None  # one output: no top-1 to agree on
+
+
+def test_the_report_shows_regression_figures(regression, tmp_path):
+    from edgeqd.reporting import write_report
+
+    folder, _ = regression
+    html = write_report([folder / "out"], tmp_path / "report.html").read_text()
+    assert "reference (regression)" in html and "MAE 0." in html and "% MAE" in html and "max |Δ| " in html

@@ -78,7 +78,8 @@ def render_html(data: ReportData, plots: Optional[list[Plot]] = None) -> str:
     if data.runs:
         parts.append("<h2>Parity: Keras / TFLite / ONNX</h2>"
                      "<p class=\"meta\">Every artifact evaluated in its own runtime on the same held-out samples; "
-                     "agreement = share of samples whose top-1 equals the float Keras model's.</p>")
+                     "agreement = share of samples whose top-1 equals the float Keras model's; regression runs show "
+                     "MAE against the targets, its increase in percent and max |Δ| against the float model.</p>")
         parts.append(_html_table(PARITY_COLUMNS, parity_rows(data.runs),
                                  numeric=("size", "top-1", "Δ pts", "agreement", "mean |Δ|")))
     for plot in plots:

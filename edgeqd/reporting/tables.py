@@ -94,8 +94,18 @@ def _settings_text(value: dict, depth: int = 0) -> str:
 PARITY_COLUMNS = ("run", "artifact", "runtime", "dtype", "size", "top-1", "Δ pts", "agreement", "mean |Δ|", "status")
 
 
+def _regression_cells(ev: dict, increase: Optional[float]) -> dict[str, str]:
+    """A regression run's figures in the parity columns: MAE, its increase in percent, max |Δ| to the float model."""
+    return {"top-1": f"MAE {_num(ev.get('mae'), 4)}",
+            "Δ pts": "–" if increase is None else f"{increase + 0.0:+.2f} % MAE",
+            "agreement": f"max |Δ| {_num(ev.get('max_abs_diff'), 4)}"}
+
+
 def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
     """The parity table: the Keras reference, then each artifact, per run.
+
+    A regression run (or one of a single-output model) shows MAE against the targets, its relative
+    increase and max |Δ| against the float model in the top-1, Δ and agreement columns.
 
     Args:
         runs: convert runs.
@@ -106,8 +116,10 @@ def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
     rows = []
     for run in runs:
         keras = run.manifest.get("keras") or {}
+        regression = keras.get("task") == "regression"
         rows.append({"run": run.name, "artifact": reference_label(run.manifest), "runtime": "keras", "dtype": "float32",
-                     "size": "", "top-1": _pct(keras.get("accuracy")), "Δ pts": "", "agreement": "reference",
+                     "size": "", "top-1": f"MAE {_num(keras.get('mae'), 4)}" if regression else _pct(keras.get("accuracy")),
+                     "Δ pts": "", "agreement": "reference (regression)" if regression else "reference",
                      "mean |Δ|": "", "status": "reference", "_class": "reference"})
         for a in run.manifest.get("artifacts") or []:
             ev = a.get("evaluation") or {}
@@ -119,6 +131,8 @@ def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
                          "mean |Δ|": _num(ev.get("mean_abs_diff"), 4),
                          "status": f"failed: {a.get('reason', '')}" if failed else "ok",
                          "_class": "failed" if failed else ""})
+            if regression and not failed:
+                rows[-1].update(_regression_cells(ev, a.get("mae_increase_pct")))
     return rows
 
 
@@ -146,7 +160,8 @@ def bench_table_rows(rows: list[dict]) -> list[dict[str, str]]:
                     "p50 ms": _num(r.get("p50_ms")) + mark if r.get("p50_ms") is not None else "–",
                     "p90 ms": _num(r.get("p90_ms")) + mark if r.get("p90_ms") is not None else "–",
                     "mean ms": _num(r.get("mean_ms")) + mark if r.get("mean_ms") is not None else "–",
-                    "peak MB": _num(r.get("peak_rss_mb"), 1), "top-1": _pct(r.get("accuracy")),
+                    "peak MB": _num(r.get("peak_rss_mb"), 1),
+                    "top-1": _pct(r.get("accuracy")) if r.get("mae") is None else f"MAE {_num(r.get('mae'), 4)}",
                     "agreement": _pct(r.get("agreement")),
                     "runtime": f"{r.get('runtime', '')} {r.get('runtime_version', '')}".strip(),
                     "_class": "failed" if failed else ("emulated" if r.get("emulated") else "")})
