@@ -86,3 +86,35 @@ def check_teacher_outputs_logits(teacher, x_sample: np.ndarray) -> None:
             f"the teacher outputs probabilities (on {len(outputs)} samples every value is in [0, 1] and each "
             f"row sums to 1 within {np.abs(sums - 1.0).max():.1e}) and no final softmax layer was found to take "
             "the logits from; save the teacher with a linear last layer (logits) and pass it again")
+
+
+def check_distillable(teacher, dataset, builtin_student: bool) -> None:
+    """Raise :class:`DistillationError` for a teacher logit distillation cannot learn from.
+
+    Logit distillation matches softened class probabilities: a regression head (real-valued
+    targets) or a single output (a softmax over one value is always 1) gives it nothing to match.
+    The built-in students read float features, so a teacher on integer inputs (token ids) needs a
+    student model of the user's own, with its own Embedding.
+
+    Args:
+        teacher: the teacher (logits version).
+        dataset: the loaded data (:attr:`~edgeqd.types.Dataset.task`).
+        builtin_student: the student is a built-in family (``--student cnn``…), not a model file.
+
+    >>> import types
+    >>> check_distillable(types.SimpleNamespace(outputs=[np.zeros((1, 1))], inputs=[np.zeros((1, 3))]),
+    ...                   types.SimpleNamespace(regression=False), True)
+    Traceback (most recent call last):
+    edgeqd.errors.DistillationError: the teacher has a single output: logit distillation matches class probabilities, and a softmax over one value is always 1; distil classifiers (2 or more outputs), or train a regression student on the targets directly
+    """
+    if dataset.regression or int(teacher.outputs[0].shape[-1]) == 1:
+        why = ("the data has regression targets: logit distillation matches class probabilities, which a regression "
+               "head does not output" if dataset.regression else "the teacher has a single output: logit "
+               "distillation matches class probabilities, and a softmax over one value is always 1")
+        raise DistillationError(f"{why}; distil classifiers (2 or more outputs), or train a regression student on "
+                                "the targets directly")
+    dtype = getattr(teacher.inputs[0], "dtype", None)
+    if builtin_student and getattr(dtype, "is_integer", False):
+        raise DistillationError(f"the teacher reads {dtype.name} inputs (token ids, indices) but the built-in "
+                                "students read float features; pass a student model of your own that takes the "
+                                "same ids (e.g. with an Embedding): --student student.keras")

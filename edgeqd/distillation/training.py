@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from edgeqd.distillation.checkpoints import BestEpochKeeper, Checkpoints, checkpoint_folder
-from edgeqd.distillation.checks import check_teacher_outputs_logits
+from edgeqd.distillation.checks import check_distillable, check_teacher_outputs_logits
 from edgeqd.distillation.distiller import Distiller
 from edgeqd.distillation.layers import logits_model, parse_layer_pairs
 from edgeqd.distillation.dkd import DecoupledKD
@@ -167,11 +167,13 @@ def _models(teacher: ModelSpec, data: DataSpec, settings: DistillSettings, stude
             weights: list, seed: int, unsafe_deserialization: bool, strategy) -> _Models:
     """Load (or copy) the models, load the data as the teacher reads it, resolve the recipe, build the Distiller."""
     from edgeqd.data import load_for_model
+    from edgeqd.distillation.students import STUDENTS
     from edgeqd.models import prove_on_data
 
     teacher_model, teacher_name = _materialize(teacher, "teacher", unsafe_deserialization, strategy)
     teacher_logits, _ = logits_model(teacher_model, "teacher")
     dataset = load_for_model(teacher_logits, data, seed=seed)
+    check_distillable(teacher_logits, dataset, builtin_student=student is None and settings.student in STUDENTS)
     student_model, student_settings = _student(settings, student, teacher_model, teacher_logits, dataset,
                                                unsafe_deserialization, strategy)
     # Keras 3 translations proven again, on the real data
