@@ -235,11 +235,13 @@ def model_signature(model) -> tuple[tuple[Optional[int], ...], int]:
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"{model.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                         "edgeqd handles single-input, single-output classifiers")
+                         "edgeqd handles single-input, single-output models (a classifier or a regression "
+                         "head): export each output as a model of its own, or concatenate the inputs into one")
     input_shape = tuple(model.inputs[0].shape[1:])
     output_shape = tuple(model.outputs[0].shape[1:])
     if len(output_shape) != 1 or output_shape[0] is None:
-        raise ModelError(f"{model.name} outputs shape {output_shape}; expected (num_classes,)")
+        raise ModelError(f"{model.name} outputs shape {output_shape}; expected one vector per sample "
+                         "(num_classes,) or (num_targets,): flatten or pool the output")
     return input_shape, int(output_shape[0])
 
 
