@@ -272,6 +272,9 @@ def _table(task_state: dict, rows: list[str]) -> tuple[list[str], list[str]]:
                 if base is None:
                     continue
                 gap = (mean - base[0]) / (teacher - base[0])
+                if len(values) < 2 or len(figures["alone" if name == "alone" else "alone-aug"]) < 2:
+                    verdicts.append(f"{key} vs {name}: {100 * gap:.0f}% of the gap (one seed: no std yet)")
+                    continue
                 margin = (mean - base[0]) / max(std, base[1], 1e-9)
                 met = gap >= 0.5 and margin > 2 and info["teacher_params"] / params >= 15
                 verdicts.append(f"{key} vs {name}: {100 * gap:.0f}% of the gap, {margin:.1f} std ahead → "
@@ -298,6 +301,10 @@ def write_results(state: dict, rows: list[str]) -> str:
                     f"{info['test_samples']:,} test samples.")
         body.append("")
         lines, verdicts = _table(task_state, rows)
+        done = [len(task_state["runs"].get(key, {})) for key in rows]
+        if min(done) < max(done) or min(done) < 3:
+            lines.append(f"| *in progress when written: {sum(done)} of {3 * len(rows)} runs finished* "
+                         "| | | | | | | | | |")
         body += lines + ["", "Verdicts: " + ("; ".join(verdicts) if verdicts else "none yet") + ".", ""]
     body.append("Reproduce: `nice -n 10 .venv/bin/python benchmarks/distill.py --task all --write` "
                 "(`--seeds`, `--epochs`, `--rows`, `--student`, `--state`).")
@@ -319,6 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--state", type=Path, default=None,
                         help="JSON of finished runs (default: <edgeqd cache>/bench/distill_<task>.json)")
     parser.add_argument("--write", action="store_true", help="write the RESULTS.md section from every task's state")
+    parser.add_argument("--write-only", action="store_true", help="only write the section; run nothing")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows) - set(ROWS))
@@ -327,7 +335,7 @@ def main(argv=None) -> int:
     tasks = ("fashion-mnist", "japanese-vowels") if args.task == "all" else (args.task,)
     # One state file per task: two tasks can run side by side without overwriting each other.
     paths = {name: args.state or cache_dir() / "bench" / f"distill_{name}.json" for name in tasks}
-    for name in tasks:
+    for name in tasks if not args.write_only else ():
         state = _load_state(paths[name])
         epochs = args.epochs or {"fashion-mnist": 8, "japanese-vowels": 60}[name]
         student = args.student or {"fashion-mnist": "cnn", "japanese-vowels": "conv1d"}[name]
@@ -353,7 +361,7 @@ def main(argv=None) -> int:
                 _save_state(paths[name], state)
                 print(f"{name} seed {seed} {key:10s} {100 * figures['accuracy']:.2f}% "
                       f"({figures['params']:,} params, {figures['seconds']:.0f} s)", flush=True)
-    if args.write:
+    if args.write or args.write_only:
         every = {}
         for name in ("fashion-mnist", "japanese-vowels"):
             path = args.state or cache_dir() / "bench" / f"distill_{name}.json"
