@@ -38,7 +38,7 @@ def _pipeline_options(default_mode: str) -> Callable:
         click.option("--distill-from", type=click.Path(path_type=Path), default=None, metavar="TEACHER",
                      help="Distil a student from TEACHER first and convert the student (no MODEL); with "
                           "--mode qat the same teacher teaches the QAT steps."),
-        settings_options(DistillSettings, "student", "epochs", epochs="--distill-epochs"),
+        settings_options(DistillSettings, "student", "recipe", "epochs", epochs="--distill-epochs"),
         settings_options(CalibrationSettings), settings_options(VerifySettings),
         seed_option, force_option, unsafe_option, json_option,
     ]
