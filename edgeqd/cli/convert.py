@@ -120,7 +120,7 @@ def _choice_line(choice: dict) -> str:
     def figure(which: str) -> str:
         entry = choice.get(which) or {}
         if "agreement" in entry:
-            return f"{which.upper()} {100 * entry['agreement']:.2f}% (TV {entry['tv']:.2g})"
+            return f"{which.upper()} {100 * entry['agreement']:.2f}% (TV {entry['tv']:.3g})"
         return f"{which.upper()} " + ("failed" if "failed" in entry else "not built")
 
     return (f"int8: {choice['shipped'].upper()} shipped — agreement with the {choice['target']} on "

@@ -158,7 +158,9 @@ def _logits_models(model, teacher, dataset: Dataset) -> tuple[Any, Any, list[str
     from edgeqd.distillation import check_compatible, check_teacher_outputs_logits, logits_model
 
     student_logits, note = logits_model(model, "student")
-    notes = [note] if note else []
+    # The artifacts end in the softmax again (edgeqd.converters.export): only training skips it.
+    notes = [f"{model.name}'s final softmax is left out while training (QAT trains on the logits); its "
+             "artifacts end in it, as the model does"] if note else []
     teacher_model = None
     if teacher is not None:
         teacher_model, note = logits_model(teacher, "teacher")
