@@ -294,8 +294,10 @@ def check_fits_model(dataset: Dataset, input_shape: Sequence[Optional[int]], num
                         f"has {num_classes} outputs; one-hot labels need one column per output")
     for split, y in (("training", dataset.y_train), ("evaluation", dataset.y_eval)):
         if y is not None and y.max() >= num_classes:
+            hint = ("; a single-output (sigmoid) binary classifier is not supported: give the model 2 softmax "
+                    "outputs" if num_classes == 1 else "")
             raise DataError(f"{dataset.name}: {split} labels go up to {int(y.max())} but the model has "
-                            f"{num_classes} outputs (labels must be 0..{num_classes - 1})")
+                            f"{num_classes} outputs (labels must be 0..{num_classes - 1}){hint}")
     if len(dataset.class_names) > num_classes:
         raise DataError(f"{dataset.name} names {len(dataset.class_names)} classes but the model has only "
                         f"{num_classes} outputs")
