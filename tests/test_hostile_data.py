@@ -294,7 +294,7 @@ def test_distill_epochs_error_names_its_own_option(tmp_path, small_model_path, s
     with unchanged(small_model_path, small_npz):
         result = run("convert", "--distill-from", small_model_path, "--data", small_npz, "--out", out,
                      "--distill-epochs", -1)
-    line = assert_one_error(result, 2, r"--distill-epochs must be positive, got -1")
+    line = assert_one_error(result, 2, r"--distill-epochs must be >= 1, got -1")
     assert "--epochs" not in line.replace("--distill-epochs", "")
     assert not out.exists()
 
@@ -382,7 +382,7 @@ def test_terminal_tables_show_markup_from_files_as_text():
 
     from rich.console import Console
 
-    from edgeqd.cli.devices import bench_table
+    from edgeqd.cli.bench import bench_table
     from edgeqd.cli.tables import convert_table
     from edgeqd.types import BenchResult, Status
 

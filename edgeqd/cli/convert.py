@@ -21,6 +21,8 @@ from edgeqd.settings import (DEFAULT_FORMATS, CalibrationSettings, ConvertSettin
                              VerifySettings)
 
 MODES = ("ptq", "qat")
+# convert offers distillation's --epochs as --distill-epochs (QAT has --epochs of its own).
+DISTILL_SPELLINGS = {"epochs": "--distill-epochs"}
 
 
 def _pipeline_options(default_mode: str) -> Callable:
@@ -38,7 +40,7 @@ def _pipeline_options(default_mode: str) -> Callable:
         click.option("--distill-from", type=click.Path(path_type=Path), default=None, metavar="TEACHER",
                      help="Distil a student from TEACHER first and convert the student (no MODEL); with "
                           "--mode qat the same teacher teaches the QAT steps."),
-        settings_options(DistillSettings, "student", "recipe", "epochs", epochs="--distill-epochs"),
+        settings_options(DistillSettings, "student", "recipe", "epochs", **DISTILL_SPELLINGS),
         settings_options(CalibrationSettings), settings_options(VerifySettings),
         seed_option, force_option, unsafe_option, json_option,
     ]
@@ -57,7 +59,7 @@ def _settings(mode: str, formats: Optional[str], distill_from: Optional[Path], s
     from edgeqd.errors import UsageError
 
     qat = build_settings(QATSettings, options)
-    distill = build_settings(DistillSettings, options)
+    distill = build_settings(DistillSettings, options, DISTILL_SPELLINGS)
     if mode == "ptq" and qat.features:
         raise UsageError("--feature applies to --mode qat (post-training quantization does not train)")
     return ConvertSettings(formats=tuple(parse_formats(formats) or DEFAULT_FORMATS), seed=seed,

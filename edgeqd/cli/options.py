@@ -104,19 +104,31 @@ def settings_options(settings_class: type, *names: str, **spellings: str) -> Cal
     return decorate
 
 
-def build_settings(settings_class: type, options: dict[str, Any], **values: Any) -> Settings:
+def build_settings(settings_class: type, options: dict[str, Any], spellings: Optional[dict[str, str]] = None,
+                   **values: Any) -> Settings:
     """The settings from the options a command received (they are taken out of ``options``).
 
     Args:
         settings_class: the settings dataclass.
         options: the command's keyword arguments.
+        spellings: the option spellings this command gave fields (as for :func:`settings_options`), so that
+            a refused value is named as the user typed it ("--distill-epochs must be >= 1").
         **values: more field values (e.g. nested settings groups).
     """
+    from edgeqd.errors import UsageError
+
     prefix = f"{settings_class.section}__"
     for key in [k for k in options if k.startswith(prefix)]:
         value = options.pop(key)
         values[key[len(prefix):]] = list(value) if isinstance(value, tuple) else value
-    return settings_class(**values)
+    try:
+        return settings_class(**values)
+    except UsageError as error:
+        for name, spelling in (spellings or {}).items():
+            own = _field(settings_class, name).metadata["option"]
+            if str(error).startswith(own + " "):
+                raise UsageError(spelling + str(error)[len(own):]) from None
+        raise
 
 
 def data_option(required: bool = True, help: str = DATA_HELP) -> Callable:

@@ -224,6 +224,13 @@ class AdbSetup:
             os.environ["ANDROID_ADB_SERVER_PORT"] = self._saved
 
 
+@pytest.fixture(scope="session")
+def adb_setup():
+    """The :class:`AdbSetup` class, for a test that starts its own (``from conftest import`` would find
+    whichever conftest module was imported first)."""
+    return AdbSetup
+
+
 @pytest.fixture(scope="module")
 def adb_device(tmp_path_factory):
     """An adb 'device' backed by the host: the ADB protocol fixture (not Android)."""

@@ -119,13 +119,11 @@ def test_connection_dropped_mid_run(adb_device, models):
 
 @pytest.mark.slow
 @pytest.mark.qemu
-def test_adb_backed_by_arm_sysroot(tmp_path_factory, aarch64_sysroot, models):
-    from conftest import AdbSetup
-
+def test_adb_backed_by_arm_sysroot(tmp_path_factory, aarch64_sysroot, models, adb_setup):
     from edgeqd.devices.qemu import write_python_shim
 
     shim = write_python_shim("qemu-aarch64", tmp_path_factory.mktemp("shim") / "python3")
-    setup = AdbSetup(tmp_path_factory.mktemp("adb-arm"), python_shim=shim)
+    setup = adb_setup(tmp_path_factory.mktemp("adb-arm"), python_shim=shim)
     try:
         device = DeviceConfig(spec=setup.spec, name="arm-over-adb", options=setup.options())
         local, remote = bench([models["int8.tflite"]], ["local", device], data="fashion-mnist", settings=FAST)
