@@ -16,5 +16,7 @@ from edgeqd.converters.registry import (CONVERTERS, DEFAULT_FORMATS, ConversionC
 # Importing the format modules registers their converters (after the registry they register into).
 from edgeqd.converters import onnx as _onnx  # noqa: F401
 from edgeqd.converters import tflite as _tflite  # noqa: F401
+from edgeqd.converters import lowbit as _lowbit  # noqa: F401
+from edgeqd.converters import lowbit_onnx as _lowbit_onnx  # noqa: F401
 
 __all__ = ["ConversionContext", "Converter", "CONVERTERS", "DEFAULT_FORMATS", "register_converter", "get_converter"]

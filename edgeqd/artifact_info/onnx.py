@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeqd.artifact_info.lowbit import weight_bits
 from edgeqd.artifact_info.metadata import read_metadata_props
 from edgeqd.artifact_info.summary import BOUNDARY_OPS, FLOAT_DTYPES, summarise
 from edgeqd.errors import ArtifactError
@@ -108,6 +109,8 @@ def _collect_tensors(graph) -> _Tensors:
         if array is not None:
             tensors.constants[init.name] = array
         nbytes = int(array.nbytes) if array is not None else 0
+        if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) and array is not None:
+            nbytes = (int(array.size) + 1) // 2  # stored two per byte (numpy unpacks them to one each)
         tensors.add(init.name, onnx_dtype(init.data_type), list(init.dims), True, nbytes)
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
@@ -200,6 +203,6 @@ def _read_onnx(model, file_bytes: int) -> dict[str, Any]:
     extra = {"ir_version": int(model.ir_version), "producer": f"{model.producer_name} {model.producer_version}".strip(),
              "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import
                         if o.domain in ("", "ai.onnx", "com.microsoft")},
-             "file_bytes": file_bytes,
+             "file_bytes": file_bytes, "weight_bits": weight_bits(tensors.rows, operators),
              "metadata_bytes": sum(len(p.key) + len(p.value) for p in model.metadata_props)}
     return summarise("onnx", tensors.rows, operators, graph_inputs, graph_outputs, read_metadata_props(model), extra)

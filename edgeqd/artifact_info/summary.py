@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeqd.artifact_info.lowbit import low_bit_dtypes, lowbit_scheme
+
 # Ops that move or reshape data without arithmetic: a float one costs a copy, not accuracy.
 LAYOUT_OPS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "PACK", "UNPACK",
               "GATHER", "SLICE", "STRIDED_SLICE", "SPLIT", "PAD", "SHAPE", "Reshape", "Transpose",
@@ -54,7 +56,7 @@ def itemsize(dtype: str) -> int:
         return 1
 
 
-_QUANTIZED_DTYPES = ("int8", "uint8", "int16", "int4", "uint4")
+_QUANTIZED_DTYPES = ("int8", "uint8", "int16", "int4", "uint4", "int2")
 
 
 def _scheme(kind: str, tensors: list[dict], operators: list[dict], quantized: bool) -> str:
@@ -63,6 +65,10 @@ def _scheme(kind: str, tensors: list[dict], operators: list[dict], quantized: bo
     compute_float = [op for op in operators if op["mode"] == "float" and op["type"] not in LAYOUT_OPS]
     if not quantized:
         return "float16 weights" if any(t["constant"] and t["dtype"] == "float16" for t in tensors) else "float32"
+    low = low_bit_dtypes(tensors)
+    if low:  # int4/int2 weights: full-integer (int4 weights), int4 weights + float activations, ...
+        return lowbit_scheme(kind, low, Counter(op["mode"] for op in operators
+                                                if op["mode"] != "float" or op["type"] not in LAYOUT_OPS))
     if modes["hybrid"] and not modes["integer"]:
         return "dynamic-range"
     if kind == "onnx":
@@ -194,7 +200,7 @@ def summarise(kind: str, tensors: list[dict], operators: list[dict], graph_input
     if file_bytes is not None:
         result["parameters"]["graph_bytes"] = max(file_bytes - weights_bytes - metadata_bytes - sizes["qparam_bytes"],
                                                   0)
-    if scheme == "dynamic-range":
+    if scheme == "dynamic-range" or scheme.endswith("float activations"):
         result["notes"].append(f"dynamic-range (weights-only) model: {len(float_activations)} activation "
                                "tensors stay float32; inputs and outputs are float")
     elif float_ops:

@@ -15,7 +15,9 @@ from typing import Any, Optional
 
 from edgeqd.artifact_info.metadata import (TFLITE_METADATA_NAME, appended_files, decode_tflite_metadata,
                                            enum_names, listed_files)
+from edgeqd.artifact_info.lowbit import weight_bits
 from edgeqd.artifact_info.summary import BOUNDARY_OPS, FLOAT_DTYPES, summarise
+from edgeqd.artifact_info.weights import blockwise_details
 from edgeqd.errors import ArtifactError
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -86,6 +88,10 @@ def inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
 
 def _tflite_quant(tensor) -> dict[str, Any]:
     q = tensor.Quantization()
+    blockwise = blockwise_details(q)
+    if blockwise is not None:  # int4/int2 blocks with a scale tensor of their own (a quantization parameter)
+        return {"scale": [], "zero_point": [], "granularity": "blockwise", "quantized_dimension": None,
+                "block_size": int(blockwise.BlockSize()), "block_scales": int(blockwise.Scales())}
     if q is None or q.ScaleLength() == 0:
         return {"scale": [], "zero_point": [], "granularity": None, "quantized_dimension": None}
     scale = [float(s) for s in q.ScaleAsNumpy()]
@@ -205,11 +211,15 @@ def _read_tflite(data: bytes) -> dict[str, Any]:
 
     graph_inputs = tensor_list(graph.InputsAsNumpy()) if graph.InputsLength() else []
     graph_outputs = tensor_list(graph.OutputsAsNumpy()) if graph.OutputsLength() else []
+    for tensor in tensors:  # blockwise scale tensors are quantization parameters, not weights
+        if 0 <= tensor.get("block_scales", -1) < len(tensors):
+            tensors[tensor["block_scales"]]["qparam"] = True
     operators = _operators(graph, data, codes, tensors, tensor_list)
     return summarise("tflite", tensors, operators, graph_inputs, graph_outputs, metadata,
                      extra={"schema_version": int(model.Version()),
                             "description": (model.Description() or b"").decode("utf-8", "replace"),
                             "subgraphs": int(model.SubgraphsLength()), "file_bytes": len(data),
+                            "weight_bits": weight_bits(tensors, operators),
                             "metadata_bytes": sum(buffer_sizes[i] for i in metadata_buffers.values())
                             + sum(f["bytes"] for f in associated)})
 
@@ -229,6 +239,6 @@ def op_mode(op_type: str, float_compute: bool, weights: list[dict]) -> str:
         return "boundary"
     if not float_compute:
         return "integer"
-    if any(w["dtype"] in ("int8", "uint8", "int4") for w in weights):
+    if any(w["dtype"] in ("int8", "uint8", "int4", "int2") for w in weights):
         return "hybrid"
     return "float"

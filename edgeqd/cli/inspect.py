@@ -36,6 +36,20 @@ def _quant(tensor: dict[str, Any]) -> str:
     return f"per-channel ×{len(tensor['scale'])} (axis {tensor['quantized_dimension']})"
 
 
+def _weight_bits(rows: list[dict[str, Any]]) -> str:
+    """"int4 ×3 (CONV_2D, FULLY_CONNECTED) · int8 ×1 (DEPTHWISE_CONV_2D)": each stored weight type and its ops.
+
+    >>> _weight_bits([{"dtype": "int4", "op": "CONV_2D"}, {"dtype": "int4", "op": "CONV_2D"}])
+    'int4 ×2 (CONV_2D)'
+    """
+    by_dtype: dict[str, list[str]] = {}
+    for row in rows:
+        by_dtype.setdefault(row["dtype"], []).append(row["op"])
+    return " · ".join(f"{dtype} ×{len(ops)} ({', '.join(sorted(set(ops)))})" for dtype, ops in
+                      sorted(by_dtype.items(), key=lambda item: (int(''.join(c for c in item[0] if c.isdigit()) or 0),
+                                                                 item[0])))
+
+
 def inspect_tables(info: dict[str, Any]) -> list:
     """Rich renderables for one ``inspect_artifact`` answer: summary, I/O, operators, metadata.
 
@@ -53,7 +67,8 @@ def inspect_tables(info: dict[str, Any]) -> list:
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("file", f"{info['file']} ({info['format']}, {_size(info['bytes'])})")
-    warn = info["float_fallback"] or (info["float_ops"] and info["quantization"] != "dynamic-range")
+    warn = info["float_fallback"] or (info["float_ops"] and info["quantization"] != "dynamic-range"
+                                      and not info["quantization"].endswith("float activations"))
     summary.add_row("quantization", Text(info["quantization"], style="yellow" if warn else "green"))
     summary.add_row("parameters", f"{params['count']:,}  "
                     + ", ".join(f"{dtype} {row['elements']:,}" for dtype, row in params["by_dtype"].items()))
@@ -61,6 +76,8 @@ def inspect_tables(info: dict[str, Any]) -> list:
                     f" · metadata {_size(params['metadata_bytes'])}"
                     + (f" · Q/DQ params {_size(params['quantization_params_bytes'])}"
                        if params.get("quantization_params_bytes") else ""))
+    if info.get("weight_bits"):
+        summary.add_row("weight bits", _weight_bits(info["weight_bits"]))
     scales = info["weight_scales"]
     if scales["per_channel"] or scales["per_tensor"]:
         summary.add_row("weight scales", f"{scales['per_channel']} per-channel, {scales['per_tensor']} per-tensor")
