@@ -8,6 +8,7 @@ One module per transport registers its device kind with :func:`register_device`:
 ``qemu-armv7``      an emulated 32-bit Raspberry Pi (armhf, tflite-runtime, Debian's numpy)
 ``ssh``             ``ssh://[user@]host[:port]``: a Raspberry Pi or any Linux board
 ``adb``             ``adb[:SERIAL]``: an Android phone or emulator
+``tflm``            TensorFlow Lite Micro's interpreter on the host: tensor arena, flash, ops
 ==================  ======================================================================
 
 Every kind runs the same standalone runner (``runner.py`` in this package) and so
@@ -15,7 +16,7 @@ reports the same schema; :func:`bench` is the one public function behind
 ``edgeqd bench``.
 
 >>> sorted(DEVICES)
-['adb', 'local', 'qemu-aarch64', 'qemu-armv7', 'ssh']
+['adb', 'local', 'qemu-aarch64', 'qemu-armv7', 'ssh', 'tflm']
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from edgeqd.devices.registry import DEVICES, register_device
 
 # Transports register themselves on import; the order is the order of `devices list`.
-from edgeqd.devices import local, qemu, ssh, adb  # noqa: F401
+from edgeqd.devices import local, qemu, ssh, adb, tflm  # noqa: F401
 from edgeqd.devices.base import Device, device_from_spec
 from edgeqd.devices.bench import bench, load_devices_file, DeviceConfig
 

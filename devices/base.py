@@ -245,6 +245,7 @@ class Device:
     shares_host: ClassVar[bool] = False
     option_names: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
+    latency_note: ClassVar[str] = ""  # what an emulated kind's latency is instead ("" = the emulated note)
 
     def __init__(self, spec: str, name: Optional[str] = None, options: Optional[dict] = None) -> None:
         options = dict(options or {})
@@ -311,8 +312,13 @@ class Device:
             argv.append("--profile")
         if session.holds_stdin:
             argv.append("--watch-stdin")
+        argv += self.runner_args()
         done = session.run(argv, timeout=job.timeout)
         return parse_runner_output(done, self.name)
+
+    def runner_args(self) -> list[str]:
+        """Extra runner arguments of this kind (``tflm``: ``--runtime tflm``)."""
+        return []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

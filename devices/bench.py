@@ -282,7 +282,8 @@ def _row_from_document(document: dict, device: Device, job: Job, attempts: int, 
     runtime = document.get("runtime", {})
     return BenchResult(
         artifact=job.name, device=device.name, kind=device.kind, threads=job.threads,
-        status=Status.OK, emulated=emulated, latency_note=EMULATED_LATENCY_NOTE if emulated else "",
+        status=Status.OK, emulated=emulated,
+        latency_note=(device.latency_note or EMULATED_LATENCY_NOTE) if emulated else "", micro=document.get("micro"),
         runtime=runtime.get("name", ""), runtime_version=runtime.get("version", ""),
         xnnpack=document.get("xnnpack"),
         init_ms=timings.get("init"), first_inference_ms=timings.get("first_inference"),
@@ -302,7 +303,7 @@ def _failed_row(device: Device, job: Job, reason: str, attempts: int, seconds: f
     return BenchResult(artifact=job.name, device=device.name, kind=device.kind,
                        threads=job.threads, status=Status.FAILED, reason=reason,
                        emulated=device.emulated,
-                       latency_note=EMULATED_LATENCY_NOTE if device.emulated else "",
+                       latency_note=(device.latency_note or EMULATED_LATENCY_NOTE) if device.emulated else "",
                        artifact_bytes=job.artifact.stat().st_size, attempts=attempts,
                        seconds=round(seconds, 3), notes=notes)
 

@@ -1,26 +1,24 @@
 #!/usr/bin/env python3
 """edgeqd's on-device runner: measure one model file and print one JSON document.
 
-Copied to the target (a Raspberry Pi, an Android phone with Termux, an emulated ARM userland,
-the host) with the artifact and an ``.npz`` slice of evaluation data, and run there with the
-target's own Python. It imports nothing from edgeqd — only the standard library, numpy and one
-runtime: ``ai_edge_litert`` (else ``tflite_runtime``) for ``.tflite``, ``onnxruntime`` for
-``.onnx``: every transport runs the same code and reports the same schema. It is edgeqd's only
-LiteRT/ONNX Runtime adapter: verification runs artifacts through :func:`predict` too, batched.
+Copied to the target (a Raspberry Pi, an Android phone with Termux, an emulated ARM userland, the host)
+with the artifact and an ``.npz`` slice of evaluation data, and run there with the target's own Python.
+It imports nothing from edgeqd — only the standard library, numpy and one runtime: ``ai_edge_litert``
+(else ``tflite_runtime``) for ``.tflite``, ``onnxruntime`` for ``.onnx``, or with ``--runtime tflm``
+TensorFlow Lite Micro (``runner_tflm.py``, shipped beside it by the ``tflm`` device). Every transport runs
+the same code and reports the same schema; verification runs artifacts through :func:`predict`, batched.
 
-Measurements are named like TFLite's ``benchmark_model``: init, first inference, warmup
-average, then timed runs until both ``--runs`` and ``--min-seconds`` are met (count, mean,
-std, min, max, p50/p90/p99: :class:`LatencyStats`), peak resident memory (VmHWM) and its
-increase over the runtime's import, accuracy and top-1 agreement on the shipped samples,
-threads, XNNPACK on/off, the runtime and the device; with ``--profile``, a per-op profile
-where the runtime has one (ONNX Runtime). Usage::
+Measurements are named like TFLite's ``benchmark_model``: init, first inference, warmup average, then
+timed runs until both ``--runs`` and ``--min-seconds`` are met (count, mean, std, min, max,
+p50/p90/p99: :class:`LatencyStats`), peak resident memory (VmHWM) and its increase over the runtime's
+import, accuracy and top-1 agreement on the shipped samples, threads, XNNPACK on/off, the runtime and
+the device; with ``--profile``, a per-op profile where the runtime has one (ONNX Runtime). Usage::
 
     python3 runner.py --model model_int8.tflite --data eval.npz --threads 2 --runs 50
     python3 runner.py --model model_int8.onnx --profile
     python3 runner.py --probe
 
-stdout carries exactly one JSON document (runtime chatter goes to stderr); the exit
-status is 0 when ``"ok": true``.
+stdout carries exactly one JSON document (runtime chatter goes to stderr); exit status 0 means ``"ok": true``.
 """
 
 import argparse
@@ -42,7 +40,6 @@ _ARM_PARTS = {
     "0xd41": "Cortex-A78", "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2",
     "0xd49": "Neoverse-N2", "0xd4b": "Cortex-A78C", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
     "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4"}
-
 
 # TFLite builtins whose state lives in variable tensors that persist across invoke().
 STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
@@ -78,7 +75,6 @@ def _peak_rss_kb():
     peak = _status_kb("VmHWM")
     try:
         import resource
-
         return peak or int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     except Exception:  # Windows or a stripped-down Python: no figure rather than a crash
         return peak
@@ -100,7 +96,6 @@ def _getprop(name):
     """An Android system property, or "" where there is no getprop (not Android)."""
     try:
         import subprocess
-
         return subprocess.run(["getprop", name], capture_output=True, text=True,
                               timeout=5).stdout.strip() if shutil.which("getprop") else ""
     except Exception:
@@ -141,7 +136,6 @@ def _version_of(module):
     version = getattr(__import__(module), "__version__", None)
     try:
         from importlib import metadata
-
         return str(version or metadata.version(module.replace("_", "-")))
     except Exception:
         return "unknown"
@@ -334,6 +328,18 @@ class _ONNXModel(_Model):
 _RUNTIMES = {".tflite": _TFLiteModel, ".onnx": _ONNXModel}
 
 
+def _tflm_model(path, threads, xnnpack, runtime):
+    """TensorFlow Lite Micro: the adapter in ``runner_tflm.py``, which the tflm device ships beside this file."""
+    import importlib.util
+    where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner_tflm.py")
+    if not os.path.isfile(where):
+        raise RunnerError("--runtime tflm needs runner_tflm.py beside the runner (the tflm device ships it)")
+    spec = importlib.util.spec_from_file_location("runner_tflm", where)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.adapter(_Model, RunnerError, STATEFUL_OPS)(path, threads, xnnpack, runtime)
+
+
 def _np():
     import numpy
 
@@ -458,7 +464,7 @@ def open_model(path, threads=1, xnnpack=True, runtime="auto", load=True):
         path: a ``.tflite`` or ``.onnx`` file.
         threads: CPU threads for the runtime (None: the runtime's default).
         xnnpack: whether LiteRT may apply its default XNNPACK delegate.
-        runtime: "auto", "ai_edge_litert", "tflite_runtime" or "onnxruntime".
+        runtime: "auto", "ai_edge_litert", "tflite_runtime", "onnxruntime" or "tflm" (TensorFlow Lite Micro).
         load: False to import the runtime only (``model.load()`` then loads the file).
 
     >>> open_model("model.tflite").runtime  # doctest: +SKIP
@@ -469,7 +475,7 @@ def open_model(path, threads=1, xnnpack=True, runtime="auto", load=True):
         raise RunnerError("%s: unsupported artifact (give a .tflite or .onnx file)" % path)
     if not os.path.isfile(path):
         raise RunnerError("model file not found: %s" % path)
-    model = _RUNTIMES[suffix](path, threads, xnnpack, runtime)
+    model = (_tflm_model if runtime == "tflm" else _RUNTIMES[suffix])(path, threads, xnnpack, runtime)
     if load:
         model.load()
     return model
@@ -542,7 +548,6 @@ class LatencyStats:
 
     def __init__(self, size=RESERVOIR_SIZE, seed=0):
         import random
-
         self.size, self.count, self.mean, self.min, self.max = int(size), 0, 0.0, float("inf"), float("-inf")
         self._m2 = 0.0  # sum of squared differences from the running mean (Welford)
         self.reservoir, self._random = [], random.Random(seed)
@@ -670,13 +675,13 @@ def benchmark(args):
                                              else peak - max(peak_after_import, rss_after_import or 0)),
         },
         "quality": quality, "profile": profile, "inputs": inputs, "outputs": outputs,
+        "micro": model.micro_report() if hasattr(model, "micro_report") else None,  # TFLM: the arena
         "device": device_info(), "python": sys.version.split()[0], "numpy": np.__version__,
     }
 
 
 def _finite(value):
-    """``value`` with every NaN/inf float replaced by None: NaN is not JSON (a model whose
-    outputs are NaN gives a NaN mean_abs_diff; the host reads it as "no figure").
+    """``value`` with NaN/inf floats as None: NaN is not JSON (NaN outputs give a NaN mean_abs_diff: "no figure").
 
     >>> _finite({"a": [1.0, float("nan")]})
     {'a': [1.0, None]}
@@ -691,7 +696,7 @@ def _finite(value):
 def probe():
     """What this device offers: identity, Python and the runtimes that import, with their versions."""
     runtimes = {}
-    for module in ("ai_edge_litert", "tflite_runtime", "onnxruntime", "numpy"):
+    for module in ("ai_edge_litert", "tflite_runtime", "onnxruntime", "tflite_micro", "numpy"):
         try:
             runtimes[module] = _version_of(module)
         except Exception:
@@ -709,18 +714,14 @@ def _parse_args(argv):
     add("--runs", type=int, default=50, help="minimum timed runs")
     add("--warmup", type=int, default=5, help="warmup runs (at least 1)")
     add("--min-seconds", type=float, default=1.0, help="minimum timed seconds")
-    add("--max-seconds", type=float, default=150.0,
-        help="stop timing after this long even if --runs is not met (0 = never)")
+    add("--max-seconds", type=float, default=150.0, help="stop timing after this long, --runs met or not (0 = never)")
     add("--no-xnnpack", action="store_true", help="LiteRT without XNNPACK")
-    add("--profile", action="store_true", help="also a per-op profile where the runtime offers one (ONNX Runtime),"
-        " measured after and apart from the timed runs")
+    add("--profile", action="store_true", help="a per-op profile where the runtime has one, after the timed runs")
     add("--profile-runs", type=int, default=50, help="inferences the profile averages")
-    add("--runtime", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "onnxruntime"])
-    add("--watch-stdin", action="store_true", help="stop (and clean up) when standard input reaches end-of-file:"
-        " over ssh/adb the host holds it open, so EOF means the connection dropped")
+    add("--runtime", default="auto", choices=["auto", "ai_edge_litert", "tflite_runtime", "onnxruntime", "tflm"])
+    add("--watch-stdin", action="store_true", help="stop and clean up at stdin's EOF (ssh/adb: the connection dropped)")
     add("--probe", action="store_true", help="describe the device and exit")
-    add("--cleanup-on-signal", metavar="FOLDER", help="folder to delete if a hangup or terminate signal ends the"
-        " runner (its run folder: a dropped connection leaves nothing behind)")
+    add("--cleanup-on-signal", metavar="FOLDER", help="folder to delete if SIGHUP/SIGTERM ends the runner (its run folder)")
     return parser.parse_args(argv)
 
 
@@ -735,7 +736,6 @@ def _hangup(signum, frame):
 def _watch_stdin():
     """Hang up this process when stdin closes (the ssh/adb connection is gone)."""
     import threading
-
     def watch():
         try:
             while os.read(0, 4096):

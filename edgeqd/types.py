@@ -285,7 +285,7 @@ class BenchResult:
         status: ok or failed.
         reason: why the row failed ("" when ok).
         emulated: whether the device is emulated (qemu-user).
-        latency_note: "" or :data:`EMULATED_LATENCY_NOTE`.
+        latency_note: "", :data:`EMULATED_LATENCY_NOTE`, or the kind's own (``tflm``: host reference kernels).
         runtime: the runtime that ran the artifact ("ai_edge_litert", "onnxruntime", "benchmark_model").
         runtime_version: its version.
         xnnpack: whether LiteRT's XNNPACK delegate was on (None where not applicable).
@@ -314,6 +314,8 @@ class BenchResult:
         notes: free-form notes from a devices file (thermal state, governor).
         profile: the per-op profile (``by_op_type``, ``top_nodes``) when one was asked for:
             ``{"available": False, "reason": …}`` where the runtime offers none.
+        micro: ``tflm`` rows: the tensor arena TFLM allocated (``arena_bytes``), ``flash_bytes`` and
+            TFLM's ops (:func:`edgeqd.devices.tflm.micro_figures`); None elsewhere.
         raw: the runner's JSON document (or the parsed benchmark_model output).
     """
 
@@ -351,6 +353,7 @@ class BenchResult:
     seconds: float = 0.0
     notes: str = ""
     profile: Optional[dict] = None
+    micro: Optional[dict] = None
     raw: dict = field(default_factory=dict)
 
     @property

@@ -71,6 +71,8 @@ def bench_table(rows) -> "object":
         mark = EMULATED_MARK if row.emulated else ""
         latency = [(_fmt(v) + mark) if v is not None else "–" for v in (row.p50_ms, row.p90_ms, row.mean_ms)]
         note = row.reason if not row.ok else (row.latency_note or row.notes)
+        if row.ok and row.micro and row.micro.get("arena_bytes"):  # tflm: what an MCU needs, beside the latency
+            note = f"arena {row.micro['arena_bytes']:,} B, flash {row.micro['flash_bytes']:,} B; {note}"
         machine = row.device_info.get("machine", "") if row.device_info else ""
         cpu = row.device_info.get("cpu", "") if row.device_info else ""
         # Artifact names, device names, reasons and device strings are not ours: no markup in them.

@@ -74,7 +74,7 @@ def test_devices_list_and_probe(tmp_path):
     fleet.write_text("- name: bench-host\n  spec: local\n  notes: on AC power\n")
     done = edgeqd("devices", "list", "--devices", str(fleet), "--json")
     listing = json.loads(done.stdout)
-    assert {k["kind"] for k in listing["kinds"]} == {"local", "qemu-aarch64", "qemu-armv7", "ssh", "adb"}
+    assert {k["kind"] for k in listing["kinds"]} == {"local", "qemu-aarch64", "qemu-armv7", "ssh", "adb", "tflm"}
     assert listing["configured"][0]["name"] == "bench-host"
     done = edgeqd("devices", "probe", "local")
     assert done.returncode == 0 and json.loads(done.stdout)["device"]["cores"] >= 1

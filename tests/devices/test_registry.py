@@ -8,6 +8,7 @@ import test_adb
 import test_local
 import test_qemu
 import test_ssh
+import test_tflm
 from edgeqd.devices import DEVICES, device_from_spec, load_devices_file
 from edgeqd.errors import UsageError
 
@@ -18,6 +19,7 @@ TESTED = {
     "qemu-armv7": test_qemu.test_armv7_tflite_accuracy_equals_local,
     "ssh": test_ssh.test_ssh_bench_odd_path_matches_local,
     "adb": test_adb.test_adb_runner_odd_path_matches_local,
+    "tflm": test_tflm.test_tflm_bench_row_has_arena_flash_ops_and_local_accuracy,
 }
 
 
@@ -29,7 +31,7 @@ def test_every_registered_kind_is_tested():
 @pytest.mark.parametrize("spec, kind", [("local", "local"), ("qemu-aarch64", "qemu-aarch64"),
                                         ("qemu-armv7", "qemu-armv7"), ("ssh://pi@raspberrypi.local", "ssh"),
                                         ("ssh://10.0.0.7:2222", "ssh"), ("adb", "adb"),
-                                        ("adb:emulator-5554", "adb")])
+                                        ("adb:emulator-5554", "adb"), ("tflm", "tflm")])
 def test_specs(spec, kind):
     assert device_from_spec(spec).kind == kind
 
