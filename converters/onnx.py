@@ -46,8 +46,40 @@ def _float_onnx(context: ConversionContext) -> Path:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConversionError(f"tf2onnx could not convert {model.name}: {first[:400]}") from None
+    _replace_erfc(path)
     context.cache["onnx-fp32"] = path
     return path
+
+
+def _replace_erfc(path: Path) -> None:
+    """Rewrite TensorFlow's ``Erfc`` (exact GELU: ``tf.nn.gelu`` computes ``0.5·x·erfc(−x/√2)``) as ``1 − Erf``.
+
+    tf2onnx 1.17 copies ``Erfc`` into the graph as it is, but ONNX has no such operator, so every
+    model with an exact GELU (Keras' ``activation="gelu"``) gave an ONNX file ONNX Runtime refuses.
+
+    Args:
+        path: the ONNX file, rewritten in place when it holds ``Erfc`` nodes.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if not any(node.op_type == "Erfc" for node in graph.node):
+        return
+    one = "edgeqd_erfc_one"
+    graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        erf = f"{node.output[0]}_erf"
+        nodes += [helper.make_node("Erf", [node.input[0]], [erf], name=f"{node.name}_erf"),
+                  helper.make_node("Sub", [one, erf], [node.output[0]], name=node.name)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))
 
 
 @register_converter("onnx-fp32", filename="model_fp32.onnx", runtime="onnx", quantized=False,
