@@ -62,9 +62,10 @@ from edgeqd.cli import data as _data  # noqa: E402
 from edgeqd.cli import devices as _devices  # noqa: E402
 from edgeqd.cli import distill as _distill  # noqa: E402
 from edgeqd.cli import inspect as _inspect  # noqa: E402
+from edgeqd.cli import optimize as _optimize  # noqa: E402
 from edgeqd.cli import report as _report  # noqa: E402
 
-for _module in (_bench, _convert, _data, _devices, _distill, _inspect, _report):
+for _module in (_bench, _convert, _data, _devices, _distill, _inspect, _optimize, _report):
     _module.register(cli)
 
 
