@@ -126,13 +126,29 @@ def inspect_tables(info: dict[str, Any]) -> list:
 
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--sensitivity", is_flag=True, help="Per-layer sensitivity of a float .tflite: each weighted layer "
+              "quantized alone (w8a8, w4a8, w8a16, w2) and compared with float on --data (agreement, SQNR).")
+@click.option("--data", default=None, metavar="DATA", help="Data for --sensitivity (fashion-mnist, .npz, folder).")
+@click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Held-out samples --sensitivity compares on.")
 @json_option
 @handle_errors
-def inspect_command(artifact: Path, as_json: bool) -> None:
+def inspect_command(artifact: Path, as_json: bool, sensitivity: bool = False, data: str | None = None,
+                    samples: int = 1000) -> None:
     """Show what is inside ARTIFACT (.tflite or .onnx): I/O and quantization, operators, float fallback,
-    per-channel scales, parameter count and size breakdown, embedded metadata."""
+    per-channel scales, parameter count and size breakdown, embedded metadata; with --sensitivity, how far
+    quantizing each layer alone moves a float model's outputs."""
     from edgeqd.artifact_info import inspect_artifact
 
+    if sensitivity:
+        from edgeqd.cli.sensitivity import sensitivity_report, sensitivity_table_renderable
+        from edgeqd.errors import UsageError
+
+        if data is None:
+            raise UsageError("--sensitivity needs --data (the samples the layers are compared on)")
+        table = sensitivity_report(artifact, data, samples)
+        print_json(table) if as_json else console(markup=False).print(sensitivity_table_renderable(table))
+        return
     info = inspect_artifact(artifact)
     if as_json:
         print_json(info)

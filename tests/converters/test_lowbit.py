@@ -14,27 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgeqd.errors import ConversionError
+from lowbit_helpers import weighty_model
 
 LOWBIT = ("tflite-w4a8", "tflite-w4", "tflite-w2", "onnx-w4a8")
-
-
-def _weighty_model(fashion):
-    """Conv(8) → depthwise → pool → Dense(64) → Dense(10), trained one epoch on 2,000 images (fixed seed)."""
-    import tf_keras as keras
-    from tf_keras import layers
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((28, 28, 1), name="image")
-    x = layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
-    x = layers.DepthwiseConv2D(3, activation="relu", name="dw")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(64, activation="relu", name="fc")(x)
-    outputs = layers.Dense(10, name="logits")(x)
-    model = keras.Model(inputs, outputs, name="weighty")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(fashion.x_train[:2000], fashion.y_train[:2000], epochs=1, batch_size=64, verbose=0)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +25,7 @@ def lowbit_run(fashion, tmp_path_factory):
     from edgeqd.settings import CalibrationSettings, ConvertSettings, VerifySettings
     from edgeqd.types import Dataset
 
-    model = _weighty_model(fashion)
+    model = weighty_model(fashion)
     data = Dataset("fashion-slice", fashion.x_train[:2000], fashion.y_train[:2000], fashion.x_eval[:400],
                    fashion.y_eval[:400], fashion.class_names, fashion.normalization)
     out = tmp_path_factory.mktemp("lowbit") / "run"
