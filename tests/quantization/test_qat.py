@@ -98,7 +98,9 @@ def test_convert_mode_qat_succeeds_and_reports_what_stayed_float(name, models, t
         assert f"parity on {N_EVAL} held-out samples" in result.output
         assert "keras-fake-quant" in result.output and "agrees with tflite-int8" in result.output
         assert "left float: layer_norm (LayerNormalization" in result.output
-        assert "rewrote separable_conv2d (separable-conv2d)" in result.output
+        # Layer names come from the model (Keras numbers them per process: separable_conv2d_3 in a full run).
+        separable = [r["layer"] for r in manifest["quantize"]["rewrites"] if r["rule"] == "separable-conv2d"]
+        assert separable and all(f"rewrote {layer} (separable-conv2d)" in result.output for layer in separable)
         assert "int8: QAT shipped — agreement with the float model on 200 validation samples: QAT " in result.output
         # INTEGRATION.md quotes the artifact's own names: the user's input name, no TFMOT FakeQuant names.
         integration = (out / "INTEGRATION.md").read_text()
