@@ -18,5 +18,6 @@ from edgeqd.converters import onnx as _onnx  # noqa: F401
 from edgeqd.converters import tflite as _tflite  # noqa: F401
 from edgeqd.converters import lowbit as _lowbit  # noqa: F401
 from edgeqd.converters import lowbit_onnx as _lowbit_onnx  # noqa: F401
+from edgeqd.converters import mixed as _mixed  # noqa: F401
 
 __all__ = ["ConversionContext", "Converter", "CONVERTERS", "DEFAULT_FORMATS", "register_converter", "get_converter"]

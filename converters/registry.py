@@ -65,6 +65,10 @@ class ConversionContext:
     # A SavedModel without Keras layers (Keras 3 model.export()): the float formats and PTQ convert
     # its serving signature (converters/serving.py); ``model`` then only wraps it for reference outputs.
     saved_model_dir: Optional[Path] = None
+    # Mixed precision (tflite-mixed, onnx-mixed): labelled samples the search may use (never the
+    # held-out evaluation split) as (x, y or None), and the accuracy budget (--max-drop) in points.
+    search_samples: Optional[tuple] = None
+    max_drop: Optional[float] = None
 
     @property
     def quantization_aware(self) -> bool:

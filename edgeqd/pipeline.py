@@ -66,6 +66,11 @@ class ConvertResult:
             raise ConversionError("; ".join(self.problems) + f" (outputs kept in {self.out})")
 
 
+# --precision auto adds these formats; their search uses at most this many training samples.
+MIXED_FORMATS = ("tflite-mixed", "onnx-mixed")
+MIXED_SEARCH_SAMPLES = 2000
+
+
 def resolve_formats(formats: Sequence[str]) -> list[str]:
     """Validate format names against the registry, keeping order and dropping repeats.
 
@@ -233,6 +238,11 @@ def _context(run: _Run, model, qat, dataset: Dataset, worker, semantics):
                                 saved_model_dir=getattr(model_source(model), "saved_model_dir", None))
     if qat is not None:
         context.qat_export, context.qat_softmax, context.qat_float_layers = qat.export, qat.softmax, qat.float_layers
+    # Mixed precision searches on training samples (the evaluation split stays held out for its check).
+    search = min(len(dataset.x_train), MIXED_SEARCH_SAMPLES)
+    labels = dataset.y_train[-search:] if dataset.y_train is not None and not dataset.regression else None
+    labels = labels if labels is None or labels.ndim == 1 else None
+    context.search_samples, context.max_drop = (dataset.x_train[-search:], labels), settings.verify.max_drop
     return context, note
 
 
@@ -369,7 +379,8 @@ def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str
     from edgeqd.atomic import check_output_safe, check_writable, scratch_dir
 
     settings = settings or ConvertSettings()
-    names = resolve_formats(list(settings.formats))
+    names = resolve_formats(list(settings.formats) + (list(MIXED_FORMATS) if settings.calibration.precision == "auto"
+                                                      else []))
     out = Path(out)
     _check_arguments(model, teacher, settings)
     student_path = settings.distill.student if settings.distill is not None else None

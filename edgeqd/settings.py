@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Optional, Sequence
 from edgeqd.errors import UsageError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# --precision: fixed (the --formats as named) or auto (mixed per-layer weight bits under --max-drop).
+PRECISIONS = ("fixed", "auto")
 QAT_SCHEDULES = ("joint", "two-phase")
 FEATURE_LOSSES = ("mse", "cosine")
 STRATEGIES = ("mirrored", "multiworker")
@@ -168,6 +170,9 @@ class CalibrationSettings(Settings):
     method: str = setting("minmax", "--calibration", "ONNX Runtime calibrator of the int8 ONNX artifact.",
                           choices=CALIBRATION_METHODS, aliases=("--calibration-method",))
     per_channel: bool = setting(True, "--per-tensor", "One weight scale per tensor instead of per channel.")
+    precision: str = setting("fixed", "--precision", "auto: also ship model_mixed.tflite/.onnx, each layer int4 or "
+                             "int8 weights, the fewest bytes whose drop fits --max-drop (searched on training "
+                             "samples, checked on the held-out split).", choices=PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ class VerifySettings(Settings):
 
     section: ClassVar[str] = "verify"
     max_drop: Optional[float] = setting(None, "--max-drop", "Exit 4 when a quantized artifact loses more than "
-                                        "this many accuracy points against the original float model.",
+                                        "this many accuracy points against the original float model (regression: "
+                                        "when its MAE is more than this many percent above the float model's).",
                                         minimum=0.0, kind=float, metavar="PTS")
     eval_samples: Optional[int] = setting(None, "--eval-samples", "Evaluate on the first N held-out samples only.",
                                           minimum=1, kind=int, metavar="N")
@@ -323,6 +329,8 @@ class ConvertSettings(Settings):
     def check(self) -> None:
         if not self.formats:
             raise UsageError("no formats given; see `edgeqd formats`")
+        if self.calibration.precision == "auto" and self.verify.max_drop is None:
+            raise UsageError("--precision auto needs --max-drop PTS (the accuracy budget the layers are chosen for)")
         if len(set(self.formats)) != len(self.formats):
             object.__setattr__(self, "formats", tuple(dict.fromkeys(self.formats)))
 

@@ -12,7 +12,7 @@ every command shares (``--data``, ``--out``, ``--force``, ``--json``, ``--seed``
 ... def command(**kwargs):
 ...     print(build_settings(CalibrationSettings, kwargs))
 >>> command.main(["--calibration-samples", "50", "--per-tensor"], standalone_mode=False)
-CalibrationSettings(samples=50, method='minmax', per_channel=False)
+CalibrationSettings(samples=50, method='minmax', per_channel=False, precision='fixed')
 """
 
 from __future__ import annotations

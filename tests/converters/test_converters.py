@@ -11,8 +11,10 @@ from edgeqd.verify import artifact_io, predict
 
 # Converters whose behaviour needs more than a float Keras model (e.g. a QAT model) are
 # tested in the module named here; the rest run below, one parametrized case each.
-TESTED_ELSEWHERE: dict[str, str] = {name: "tests/converters/test_lowbit.py"
-                                     for name in ("tflite-w4a8", "tflite-w4", "tflite-w2", "onnx-w4a8")}
+TESTED_ELSEWHERE: dict[str, str] = {**{name: "tests/converters/test_lowbit.py"
+                                        for name in ("tflite-w4a8", "tflite-w4", "tflite-w2", "onnx-w4a8")},
+                                     "tflite-mixed": "tests/quantization/test_mixed_precision.py",
+                                     "onnx-mixed": "tests/quantization/test_mixed_precision.py"}
 
 
 def test_every_registered_converter_has_a_test():
