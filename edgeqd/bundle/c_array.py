@@ -42,7 +42,7 @@ def c_array_source(data: bytes, header: str = C_HEADER, variable: str = "g_model
 
 
 def c_array_header(size: int, io_tensors: Optional[dict[str, list[dict]]] = None,
-                   variable: str = "g_model_data", comment: str = "") -> str:
+                   variable: str = "g_model_data", comment: str = "", micro: Optional[dict] = None) -> str:
     """The header declaring the model array, its length and the I/O quantization as macros.
 
     Args:
@@ -50,6 +50,8 @@ def c_array_header(size: int, io_tensors: Optional[dict[str, list[dict]]] = None
         io_tensors: ``{"inputs": [...], "outputs": [...]}`` from :func:`edgeqd.artifact_info.inspect_artifact`.
         variable: the array's name.
         comment: a first-line comment.
+        micro: :func:`edgeqd.bundle.micro.micro_facts` of the model: ``kTensorArenaSize`` when TFLM
+            measured the arena, the reason when TFLM cannot run the model.
 
     >>> "g_model_data_len" in c_array_header(10)
     True
@@ -64,6 +66,7 @@ def c_array_header(size: int, io_tensors: Optional[dict[str, list[dict]]] = None
              f"#define EDGEQD_ALIGNED alignas({C_ARRAY_ALIGNMENT})",
              "#endif", "",
              f"#define EDGEQD_MODEL_DATA_LEN {size}u"]
+    lines += _arena_lines(micro)
     for kind, tensors in (io_tensors or {}).items():
         prefix = "EDGEQD_INPUT" if kind == "inputs" else "EDGEQD_OUTPUT"
         for n, tensor in enumerate(tensors[:1]):  # one input/output: the common case a macro serves
@@ -82,19 +85,31 @@ def c_array_header(size: int, io_tensors: Optional[dict[str, list[dict]]] = None
     return "\n".join(lines)
 
 
+def _arena_lines(micro: Optional[dict]) -> list[str]:
+    """``kTensorArenaSize`` (an enum: a constant expression in C and C++), or why there is none."""
+    if not micro:
+        return []
+    if not micro["runnable"]:
+        return ["", "// TensorFlow Lite Micro cannot run this model (see INTEGRATION.md):"] + [
+            f"//   {problem[:200]}" for problem in micro["problems"][:5]]
+    if not micro.get("arena_size"):
+        return ["", f"// Tensor arena {micro.get('arena_note', 'not measured')}."]
+    return ["", f"// Tensor arena: TensorFlow Lite Micro needs {micro['arena_bytes']} bytes for this model (the smallest",
+            "// arena it allocates and runs in, measured on the host); + "
+            f"{micro['arena_margin']:.0%} for CMSIS-NN scratch buffers", "// and TFLM versions, rounded up to 16 bytes.",
+            f"enum {{ kTensorArenaSize = {micro['arena_size']} }};"]
+
+
 def micro_op_resolver_calls(operator_types: list[str]) -> list[str]:
-    """``MicroMutableOpResolver`` registration calls for TFLite builtin op names.
+    """``MicroMutableOpResolver`` registration calls for TFLite op names, from TFLM's own method table
+    (vendored: :func:`edgeqd.artifact_info.tflm.resolver_calls`); ops TFLM lacks are left out.
 
     Args:
-        operator_types: builtin names such as "CONV_2D".
+        operator_types: op names such as "CONV_2D".
 
-    >>> micro_op_resolver_calls(["CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"])
-    ['AddConv2D()', 'AddMaxPool2D()', 'AddFullyConnected()']
+    >>> micro_op_resolver_calls(["CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "BATCH_TO_SPACE_ND"])
+    ['AddConv2D()', 'AddMaxPool2D()', 'AddFullyConnected()', 'AddBatchToSpaceNd()']
     """
-    calls = []
-    for name in operator_types:
-        if name.startswith("CUSTOM:"):
-            continue
-        calls.append("Add" + "".join(part if part[0].isdigit() else part.capitalize() for part in name.split("_"))
-                     + "()")
-    return calls
+    from edgeqd.artifact_info.tflm import resolver_calls
+
+    return resolver_calls(list(operator_types))

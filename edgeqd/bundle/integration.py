@@ -260,9 +260,30 @@ Without C++: `pip install ai-edge-litert` on the Pi (64-bit Raspberry Pi OS) and
 `ai_edge_litert.interpreter.Interpreter(model_path="{file}")` with the same pre/post-processing."""
 
 
-def _micro(inp: dict, out: dict, operators: list[str], arena: int, size: int, normalization: dict,
+def _micro_cannot(problems: list[str]) -> str:
+    """The TFLM section of a model TFLM cannot run: why, instead of a snippet that fails on the board."""
+    return ("**TensorFlow Lite Micro cannot run this model**, so there is no firmware snippet: it would fail in "
+            "`MicroInterpreter::AllocateTensors()` on the board.\n\n" + "\n".join(f"- {p}" for p in problems)
+            + "\n\nReplace the layers named above with ones TFLM has (`edgeqd inspect --target tflm` lists them "
+            "per op), or run the model with LiteRT on a board with an OS.")
+
+
+def _arena_text(micro: dict, arena: int) -> str:
+    """The comment above the arena in the TFLM snippet: measured, or an estimate."""
+    if micro.get("arena_size"):
+        return (f"// kTensorArenaSize ({micro['arena_size']:,} bytes, from model_data.h): TFLM needs "
+                f"{micro['arena_bytes']:,} bytes\n// for this model on the host; + {micro['arena_margin']:.0%} "
+                "for CMSIS-NN scratch buffers, rounded to 16.\n")
+    return (f"// Upper bound: every activation tensor of this model at once ({arena:,} bytes). Call\n"
+            "// interpreter.arena_used_bytes() after AllocateTensors() and shrink to what it reports.\n"
+            f"enum {{ kTensorArenaSize = {arena} }};\n")
+
+
+def _micro(inp: dict, out: dict, micro: dict, arena: int, size: int, normalization: dict,
            output_kind: str = "logits") -> str:
-    calls = micro_op_resolver_calls(operators)
+    if not micro["runnable"]:
+        return _micro_cannot(micro["problems"])
+    calls = micro["resolver_calls"]
     registrations = "\n".join(f"  resolver.{c};" for c in calls)
     n_in = _elements(inp["shape"])
     s, o = float(normalization.get("scale", 1.0)), float(normalization.get("offset", 0.0))
@@ -296,16 +317,13 @@ firmware next to TensorFlow Lite Micro:
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
-// Upper bound: every activation tensor of this model at once ({arena:,} bytes). Call
-// interpreter.arena_used_bytes() after AllocateTensors() and shrink to what it reports.
-constexpr int kArenaSize = {arena};
-alignas(16) static uint8_t tensor_arena[kArenaSize];
+{_arena_text(micro, arena)}alignas(16) static uint8_t tensor_arena[kTensorArenaSize];
 
 {signature}{raw}) {{
   const tflite::Model* model = tflite::GetModel(g_model_data);
   static tflite::MicroMutableOpResolver<{max(len(calls), 1)}> resolver;  // the ops this model uses
 {registrations}
-  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, kArenaSize);
+  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, kTensorArenaSize);
   if (interpreter.AllocateTensors() != kTfLiteOk) return -1;
   TfLiteTensor* input = interpreter.input(0);
   for (int i = 0; i < EDGEQD_INPUT_ELEMENTS; ++i) {{
@@ -447,8 +465,9 @@ def integration_markdown(manifest: dict[str, Any], described: dict[str, dict], b
         ops = [row["type"] for row in micro["operators"]]
         arena = micro.get("activations", {}).get("bytes", 0)
         arena = int(math.ceil(max(arena, 1024) / 1024.0) * 1024)
+        facts = micro.get("tflm") or {"runnable": True, "problems": [], "resolver_calls": micro_op_resolver_calls(ops)}
         lines += ["## Microcontrollers (TensorFlow Lite Micro)", "",
-                  _micro(micro["inputs"][0], micro["outputs"][0], ops, arena, artifacts["tflite-int8"]["bytes"],
+                  _micro(micro["inputs"][0], micro["outputs"][0], facts, arena, artifacts["tflite-int8"]["bytes"],
                          normalization, output_kind), ""]
     if onnx_name is not None:
         info = described[onnx_name]

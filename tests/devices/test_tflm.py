@@ -106,13 +106,17 @@ def test_reported_arena_is_the_smallest_that_allocates(micro_models):
     report = model.micro_report()
     arena = report["arena_bytes"]
     assert report["arena_checked"] and 0 < arena < report["arena_given_bytes"]
-    assert arena == report["arena_head_bytes"] + report["arena_tail_bytes"]
+    # print_allocations()' total is where the search starts; the boundary is a few bytes off it either way
+    # (measured: 3464 needed vs 3472 reported here, 2696 vs 2672 on the bundle's 12×12 CNN, equal on others).
+    reported = report["arena_reported_bytes"]
+    assert reported == report["arena_head_bytes"] + report["arena_tail_bytes"]
+    assert abs(arena - reported) <= 0.02 * reported
     data = micro_models["int8"].read_bytes()
     exact = tflm.Interpreter.from_bytes(data, arena_size=arena)
     exact.set_input(_inputs(1)[0], 0)
     exact.invoke()
-    # 20 % less fails at allocation; so does one 16-byte alignment step less (measured: the figure is exact).
-    for smaller in (int(arena * 0.8), arena - 16):
+    # 20 % less fails at allocation; so does one byte less: the figure is the boundary.
+    for smaller in (int(arena * 0.8), arena - 1):
         with pytest.raises(RuntimeError, match="allocate"):  # TFLM's reason goes to fd 2 (pytest captures it)
             tflm.Interpreter.from_bytes(data, arena_size=smaller)
 
