@@ -131,10 +131,13 @@ def inspect_tables(info: dict[str, Any]) -> list:
 @click.option("--data", default=None, metavar="DATA", help="Data for --sensitivity (fashion-mnist, .npz, folder).")
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Held-out samples --sensitivity compares on.")
+@click.option("--target", type=click.Choice(["tflm"]), default=None,
+              help="Also check a runtime target per op: tflm = TensorFlow Lite Micro (resolver method, kernel, "
+              "what it lacks).")
 @json_option
 @handle_errors
 def inspect_command(artifact: Path, as_json: bool, sensitivity: bool = False, data: str | None = None,
-                    samples: int = 1000) -> None:
+                    samples: int = 1000, target: str | None = None) -> None:
     """Show what is inside ARTIFACT (.tflite or .onnx): I/O and quantization, operators, float fallback,
     per-channel scales, parameter count and size breakdown, embedded metadata; with --sensitivity, how far
     quantizing each layer alone moves a float model's outputs."""
@@ -150,12 +153,21 @@ def inspect_command(artifact: Path, as_json: bool, sensitivity: bool = False, da
         print_json(table) if as_json else console(markup=False).print(sensitivity_table_renderable(table))
         return
     info = inspect_artifact(artifact)
+    if target == "tflm":
+        from edgeqd.cli.inspect_tflm import tflm_target_info
+
+        info["tflm"] = tflm_target_info(Path(artifact).read_bytes(), Path(artifact).name)
     if as_json:
         print_json(info)
         return
     out = console(markup=False)  # names inside the artifact are data, never rich markup
     for renderable in inspect_tables(info):
         out.print(renderable)
+    if "tflm" in info:
+        from edgeqd.cli.inspect_tflm import tflm_target_tables
+
+        for renderable in tflm_target_tables(info["tflm"]):
+            out.print(renderable)
 
 
 def register(group: click.Group) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from report_fixtures import tiny_run
 from report_fixtures import artifact_path as artifact
+from tflm_models import gelu_int8
 
 from edgeqd.artifact_info.tflm import tflm_table
 from edgeqd.bundle import write_bundle
@@ -64,26 +65,10 @@ def test_integration_registers_exactly_the_models_ops(run):
     assert "tensor_arena[kTensorArenaSize]" in text and "TFLM needs" in text
 
 
-def _gelu_int8(path):
-    """The tiny run's input shape (12×12×1) through a Dense with GELU, which TFLM has no kernel for."""
-    import tensorflow as tf
-    import tf_keras as keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(10)])
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.full((1, 12, 12, 1), v, np.float32)] for v in (0.0, 0.5, 1.0))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
-
-
 def test_bundle_of_a_model_tflm_cannot_run_says_so(run, tmp_path):
     manifest = json.loads(json.dumps(run["manifest"]))
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["format"] == "tflite-int8"]
-    _gelu_int8(tmp_path / manifest["artifacts"][0]["file"])
+    gelu_int8(tmp_path / manifest["artifacts"][0]["file"])
     written = write_bundle(tmp_path, manifest)
     assert "model_data.h" in written
     text = (tmp_path / "INTEGRATION.md").read_text()
