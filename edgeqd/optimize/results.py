@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 OPTIONS = {"drop_pts": "--max-drop", "size_kb": "--max-size-kb", "latency_ms": "--max-latency-ms"}
 UNITS = {"drop_pts": "pts", "size_kb": "KB", "latency_ms": "ms"}
-FIGURES = ("accuracy", "drop_pts", "size_bytes", "size_kb", "latency_ms", "params", "quantization",
+FIGURES = ("accuracy", "drop_pts", "size_bytes", "size_untrained_bytes", "size_kb", "latency_ms", "params", "quantization",
            "student_accuracy", "file", "trial_dir", "worker", "seconds", "reason", "duplicate_of")
 
 

@@ -93,6 +93,7 @@ def _objective(search: _Search, trial) -> list[float]:
     """One candidate: cheap figures, pruning against the budgets, then training and verification."""
     from edgeqd.optimize.measure import build_untrained, write_artifact
     from edgeqd.optimize.space import suggest
+    from edgeqd.optimize.study import set_constraints
     from edgeqd.optimize.train import train_candidate
 
     settings, started = search.settings, time.monotonic()
@@ -113,6 +114,7 @@ def _objective(search: _Search, trial) -> list[float]:
         artifact = workdir / "untrained.tflite"
         size = write_artifact(model, candidate.format, search.selection, artifact, workdir / "convert")
         trial.set_user_attr("size_bytes", size)
+        trial.set_user_attr("size_untrained_bytes", size)
         trial.set_user_attr("size_kb", round(size / 1024, 3))
         if settings.max_size_kb is not None and size / 1024 > settings.max_size_kb:
             _prune(trial, "pruned", f"{size / 1024:.1f} KB > --max-size-kb {settings.max_size_kb:g} (exact, untrained)")
@@ -138,6 +140,7 @@ def _objective(search: _Search, trial) -> list[float]:
                        "status": "trained"}.items():
         trial.set_user_attr(key, value)
     values = {"drop_pts": drop, "size_kb": round(figures["size_bytes"] / 1024, 3), "latency_ms": latency}
+    set_constraints(trial, values, settings.budgets())
     return [float(values[name]) for name in search.objectives]
 
 

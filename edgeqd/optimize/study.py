@@ -9,6 +9,7 @@ worker that died as failed, so nobody waits for them forever.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 import zlib
@@ -73,21 +74,47 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
-def constraints_for(budgets: dict) -> Optional[Callable]:
-    """Optuna's ``constraints_func``: one value per budget, feasible when every value is <= 0.
+def constraint_values(figures: dict, budgets: dict) -> dict[str, float]:
+    """One value per budget, feasible when every value is <= 0 (Optuna's convention).
 
     Args:
+        figures: the trial's figures (``size_kb``, ``drop_pts``, ``latency_ms``).
         budgets: ``{"drop_pts": 1.0, "size_kb": 16.0, …}`` (:meth:`OptimizeSettings.budgets`).
+
+    >>> constraint_values({"size_kb": 20.0, "drop_pts": 0.5}, {"size_kb": 16.0, "drop_pts": 1.0})
+    {'drop_pts': -0.5, 'size_kb': 4.0}
     """
-    if not budgets:
+    return {name: float(figures[name]) - budgets[name] if figures.get(name) is not None else 0.0
+            for name in sorted(budgets)}
+
+
+def set_constraints(trial, figures: dict, budgets: dict) -> None:
+    """Record the budgets as constraints on ``trial`` (Optuna >= 5: ``Trial.set_constraint``).
+
+    Args:
+        trial: the running ``optuna.Trial``.
+        figures: its figures.
+        budgets: the budgets that are set.
+    """
+    values = constraint_values(figures, budgets)
+    if hasattr(trial, "set_constraint"):
+        for name, value in values.items():
+            trial.set_constraint(name, value)
+    else:  # Optuna 4: read back by the sampler's constraints_func
+        trial.set_user_attr("constraints", [values[n] for n in sorted(values)])
+
+
+def constraints_for(budgets: dict) -> Optional[Callable]:
+    """The ``constraints_func`` samplers take on Optuna 4 (None on Optuna >= 5, or without budgets).
+
+    Args:
+        budgets: the budgets that are set.
+    """
+    import optuna
+
+    if not budgets or hasattr(optuna.trial.Trial, "set_constraint"):
         return None
-    names = sorted(budgets)
-
-    def constraints(trial) -> Sequence[float]:
-        figures = trial.user_attrs
-        return [float(figures[name]) - budgets[name] if figures.get(name) is not None else 0.0 for name in names]
-
-    return constraints
+    return lambda trial: trial.user_attrs.get("constraints", [0.0] * len(budgets))
 
 
 def make_sampler(settings: OptimizeSettings, constraints: Optional[Callable], worker: Optional[str]):
@@ -136,6 +163,7 @@ def open_study(storage, settings: OptimizeSettings, config: dict, sampler, creat
         raise UsageError(f"no study {name!r} in the storage")
     study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * len(names),
                                 sampler=sampler, load_if_exists=True)
+    config = json.loads(json.dumps(config))  # as the storage gives it back: tuples are lists
     started = study.user_attrs.get("config")
     if started is None:
         study.set_metric_names(list(names))
