@@ -60,8 +60,9 @@ def bench_table(rows) -> "object":
 
     from edgeqd.types import EMULATED_LATENCY_NOTE
 
-    table = Table(title="edgeqd bench", caption=f"{EMULATED_MARK} {EMULATED_LATENCY_NOTE}: functional "
-                  f"and accuracy check only" if any(r.emulated for r in rows) else None)
+    caption = [f"{EMULATED_MARK} {note}: never compared with a device's latency" for note in
+               dict.fromkeys(r.latency_note or EMULATED_LATENCY_NOTE for r in rows if r.emulated)]
+    table = Table(title="edgeqd bench", caption="\n".join(caption) or None)
     for column, justify in (("artifact", "left"), ("device", "left"), ("thr", "right"), ("status", "left"),
                             ("p50 ms", "right"), ("p90 ms", "right"), ("mean ms", "right"),
                             ("init ms", "right"), ("peak MB", "right"), ("accuracy / MAE", "right"),

@@ -10,7 +10,8 @@
    verified in its runtime → ``demo_out/``;
 3. **teacher fp32**: ``convert`` of the teacher, float TFLite and ONNX verified on the same
    held-out images → ``demo_out/teacher/``;
-4. **bench** on this host, teacher fp32 against student int8 → ``demo_out/bench.json``;
+4. **bench** on this host, teacher fp32 against student int8 → ``demo_out/bench.json``, and the
+   student's int8 TFLite in TensorFlow Lite Micro (device ``tflm``: tensor arena, flash, ops);
 5. **report** → ``demo_out/report.html``; then the **summary**, every figure read back from
    the manifests and the bench document just written.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 
-from edgeqd.demo.summary import (Figures, artifact_row, int8_origin, read_figures,  # noqa: F401 (public)
+from edgeqd.demo.summary import (Figures, artifact_row, int8_origin, micro_line, read_figures,  # noqa: F401
                                  summary_lines, timing_lines)
 from edgeqd.demo.teacher import (DEMO_EPOCHS, DEMO_SEED, build_teacher, demo_teacher_path,  # noqa: F401
                                  train_demo_teacher, training_subset)
@@ -119,16 +120,25 @@ def _timed(clock: _Clock, name: str, work: Callable[[], Any]) -> Any:
     return value
 
 
-def _bench(out: Path, artifacts: list[Path], settings: BenchSettings, say: Callable[[str], None]) -> dict[str, str]:
-    """Bench the artifacts on this host, write ``bench.json``; return path → row label."""
+def _bench(out: Path, artifacts: list[Path], settings: BenchSettings, say: Callable[[str], None],
+           micro: Optional[Path] = None) -> dict[str, str]:
+    """Bench the artifacts on this host (and ``micro`` on ``tflm``), write ``bench.json``; return path → row label."""
     from edgeqd.devices import bench
     from edgeqd.devices.bench import artifact_labels
     from edgeqd.documents import new_bench_document, write_document
 
     rows = bench(artifacts, ["local"], data="fashion-mnist", settings=settings, log=lambda line: say("  " + line))
+    if micro is not None:  # TFLM's reference kernels are slow: few timed runs (its latency is no MCU's anyway)
+        import dataclasses
+
+        label = dict(zip(artifacts, artifact_labels(artifacts)))[micro]  # the local rows' name for it
+        rows += [dataclasses.replace(row, artifact=label) for row in bench(
+            [micro], ["tflm"], data="fashion-mnist", settings=settings.replace(runs=10, min_seconds=0.2),
+            log=lambda line: say("  " + line))]
     # Paths relative to the bench file's folder: the report finds them there, wherever demo_out is moved.
     document = new_bench_document([row.to_dict() for row in rows], {
-        "artifacts": [str(a.relative_to(out)) for a in artifacts], "data": "fashion-mnist", "devices": ["local"],
+        "artifacts": [str(a.relative_to(out)) for a in artifacts], "data": "fashion-mnist",
+        "devices": ["local"] + (["tflm"] if micro is not None else []),
         **settings.to_dict()})
     write_document(out / BENCH_FILE, document, force=True)
     return dict(zip(map(str, artifacts), artifact_labels(artifacts)))
@@ -186,7 +196,7 @@ def run_demo(out: str | Path = "demo_out", budget: Optional[DemoBudget] = None, 
                  for folder, name in ((teacher_out, pair[0]), (out, pair[1]))]
     say(f"== 4. bench on this host: teacher fp32 vs student int8, {budget.bench.threads[0]} thread(s) "
         f"→ {out / BENCH_FILE}")
-    labels = _timed(clock, "bench", lambda: _bench(out, artifacts, budget.bench, say))
+    labels = _timed(clock, "bench", lambda: _bench(out, artifacts, budget.bench, say, micro=artifacts[1]))
     report = _timed(clock, "report", lambda: write_report([out, teacher_out], out / REPORT_FILE,
                                                           title="edgeqd demo — teacher vs student", force=True))
     rows = read_document(out / BENCH_FILE)[1]["rows"]
@@ -194,7 +204,8 @@ def run_demo(out: str | Path = "demo_out", budget: Optional[DemoBudget] = None, 
     student_figures = read_figures("student int8", out, "tflite-int8", rows, labels, "onnx-int8")
     headline = (f"== teacher vs student (accuracy on the same {student_figures.eval_samples:,} held-out test "
                 f"images; p50 latency on this host, {budget.bench.threads[0]} thread, one bench run)")
-    lines = [headline, *summary_lines(teacher_figures, student_figures), int8_origin(result.manifest)]
+    lines = [headline, *summary_lines(teacher_figures, student_figures), int8_origin(result.manifest),
+             micro_line(rows, labels[str(artifacts[1])])]
     return DemoResult(out, teacher_figures, student_figures, lines, clock.timings, report)
 
 

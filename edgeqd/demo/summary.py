@@ -43,7 +43,8 @@ def artifact_row(manifest: dict, name: str, folder: Path) -> dict:
 
 def _p50(rows: Sequence[dict], label: str) -> Optional[float]:
     """The p50 of the bench row labelled ``label`` (the fewest threads), None when absent or failed."""
-    found = sorted((r for r in rows if r["artifact"] == label and r["status"] == "ok"), key=lambda r: r["threads"])
+    found = sorted((r for r in rows if r["artifact"] == label and r["status"] == "ok" and r.get("kind") != "tflm"),
+                   key=lambda r: r["threads"])
     return found[0]["p50_ms"] if found else None
 
 
@@ -116,6 +117,28 @@ def summary_lines(teacher: Figures, student: Figures) -> list[str]:
                  + (f"{_times(speed)} faster (p50 LiteRT, this host)" if speed is not None
                     else "latency not measured (its bench row failed)"))
     return lines
+
+
+def micro_line(rows: Sequence[dict], label: str) -> str:
+    """The student in TensorFlow Lite Micro, from its ``tflm`` bench row: arena, flash, ops, accuracy.
+
+    Args:
+        rows: the bench document's rows.
+        label: the student's int8 TFLite's row label.
+
+    >>> print(micro_line([{"artifact": "m.tflite", "kind": "tflm", "status": "ok", "accuracy": 0.8991,
+    ...     "samples": 500, "micro": {"arena_bytes": 75972, "flash_bytes": 86016, "resolver_calls": ["AddConv2D()"]}}],
+    ...     "m.tflite"))
+    TFLite Micro (host): tensor arena 75,972 B, flash 84.0 KiB, 1 op to register, 89.91 % on 500 images (latency: host reference kernels, not an MCU figure)
+    """
+    row = next((r for r in rows if r["artifact"] == label and r.get("kind") == "tflm"), None)
+    if row is None or row["status"] != "ok":
+        return "TFLite Micro: " + (row["reason"] if row else "not benched")
+    micro = row["micro"]
+    ops = len(micro["resolver_calls"])
+    return (f"TFLite Micro (host): tensor arena {micro['arena_bytes']:,} B, flash {_size(micro['flash_bytes'])}, "
+            f"{ops} op{'s' if ops != 1 else ''} to register, {100 * row['accuracy']:.2f} % on {row['samples']:,} images "
+            "(latency: host reference kernels, not an MCU figure)")
 
 
 def int8_origin(manifest: dict) -> str:

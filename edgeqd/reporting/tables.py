@@ -137,11 +137,15 @@ def parity_rows(runs: list[Run]) -> list[dict[str, str]]:
 
 
 BENCH_COLUMNS = ("artifact", "device", "threads", "status", "p50 ms", "p90 ms", "mean ms", "peak MB",
-                 "top-1", "agreement", "runtime")
+                 "arena", "flash", "top-1", "agreement", "runtime")
+TFLM_NOTE = ("tflm rows ran in TensorFlow Lite Micro's interpreter on the host: their latency is host reference "
+             "kernels (not an MCU figure) and is never compared; arena = the smallest tensor arena TFLM allocated and "
+             "ran the model in (exact, on the host's 64-bit build); flash = the model's bytes, which model_data.cc "
+             "puts in flash")
 
 
 def bench_table_rows(rows: list[dict]) -> list[dict[str, str]]:
-    """Bench rows for display; emulated ones carry the † mark and a CSS class.
+    """Bench rows for display; emulated ones carry the † mark and a CSS class; tflm rows their arena and flash.
 
     Args:
         rows: bench rows from :func:`load_report_data`.
@@ -154,6 +158,7 @@ def bench_table_rows(rows: list[dict]) -> list[dict[str, str]]:
     for r in rows:
         mark = f" {EMULATED_MARK}" if r.get("emulated") else ""
         failed = r.get("status") != "ok"
+        micro = r.get("micro") or {}  # tflm rows: what a microcontroller needs
         out.append({"artifact": r.get("label", r.get("artifact", "")), "device": f"{r.get('device', '')}{mark}",
                     "threads": str(r.get("threads", "")),
                     "status": f"failed: {r.get('reason', '')}" if failed else "ok",
@@ -161,6 +166,8 @@ def bench_table_rows(rows: list[dict]) -> list[dict[str, str]]:
                     "p90 ms": _num(r.get("p90_ms")) + mark if r.get("p90_ms") is not None else "–",
                     "mean ms": _num(r.get("mean_ms")) + mark if r.get("mean_ms") is not None else "–",
                     "peak MB": _num(r.get("peak_rss_mb"), 1),
+                    "arena": f"{micro['arena_bytes']:,} B" if micro.get("arena_bytes") else "–",
+                    "flash": _size(micro.get("flash_bytes")),
                     "top-1": _pct(r.get("accuracy")) if r.get("mae") is None else f"MAE {_num(r.get('mae'), 4)}",
                     "agreement": _pct(r.get("agreement")),
                     "runtime": f"{r.get('runtime', '')} {r.get('runtime_version', '')}".strip(),
