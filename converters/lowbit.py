@@ -103,8 +103,12 @@ def write_lowbit_tflite(context: ConversionContext, out_path: Path, recipe: list
     from edgeqd.quantization.aeq import quantize_tflite
     from edgeqd.quantization.lowbit import KERNEL_NOTES, check_int2_file, check_int2_rules
 
-    check_int2_rules(recipe)
     source, origin = float_source(context)
+    if wanted_bits == 2 and "lowbit-qat-float" in context.cache:
+        from edgeqd.quantization.lowbit import w2_recipe
+
+        recipe = w2_recipe(octav=False)  # QAT trained the min-max int2 grid: OCTAV would round it again
+    check_int2_rules(recipe)
     stage = f"ai-edge-quantizer {what} quantization" + (" (calibration)" if static else "")
     data = context.run_stage(stage, quantize_tflite, source, recipe, context.calibration if static else None)
     check_int2_file(weighted_ops(data))

@@ -144,6 +144,7 @@ class _Run:
     scratch: Path
     sections: dict[str, Any] = field(default_factory=dict)
     copies: list[Path] = field(default_factory=list)
+    lowbit_float: Optional[bytes] = None  # low-bit QAT's trained float .tflite (the low-bit formats quantize it)
 
 
 def _check_arguments(model, teacher, settings: ConvertSettings) -> None:
@@ -238,6 +239,8 @@ def _context(run: _Run, model, qat, dataset: Dataset, worker, semantics):
                                 saved_model_dir=getattr(model_source(model), "saved_model_dir", None))
     if qat is not None:
         context.qat_export, context.qat_softmax, context.qat_float_layers = qat.export, qat.softmax, qat.float_layers
+    if run.lowbit_float is not None:
+        context.cache["lowbit-qat-float"] = run.lowbit_float
     # Mixed precision searches on training samples (the evaluation split stays held out for its check).
     search = min(len(dataset.x_train), MIXED_SEARCH_SAMPLES)
     labels = dataset.y_train[-search:] if dataset.y_train is not None and not dataset.regression else None
@@ -407,7 +410,15 @@ def convert(model: str | Path | Any | None, data: str | Path | Dataset, out: str
         dataset = load_for_model(model, data, seed=settings.seed)
         _prove_translations(model, teacher_model, dataset)
         qat = None
-        if settings.qat is not None:
+        if settings.qat is not None and settings.qat.weight_bits < 8:  # low-bit QAT: the int8 formats stay PTQ
+            from edgeqd.quantization.lowbit_qat import run_lowbit_stage
+
+            report(f"low-bit QAT ({settings.qat.weight_bits}-bit weights)", 1, len(names) + 2)
+            run.lowbit_float, run.sections["quantize_lowbit"] = run_lowbit_stage(model, dataset, settings,
+                                                                                teacher_model)
+            low = {4: "tflite-w4a8", 2: "tflite-w2"}[settings.qat.weight_bits]
+            names = names if {"tflite-w4a8", "tflite-w4", "tflite-w2", *MIXED_FORMATS} & set(names) else names + [low]
+        elif settings.qat is not None:
             from edgeqd.data import calibration_subset
             from edgeqd.qat_stage import run_qat
 

@@ -224,6 +224,27 @@ class QATSettings(Settings):
     features: tuple = setting((), "--feature", "Also match this intermediate feature (repeatable).",
                               metavar="TEACHER_LAYER:STUDENT_LAYER")
     strict: bool = setting(False, "--strict", "Fail instead of leaving unquantizable layers in float.")
+    weight_bits: int = setting(8, "--weight-bits", "4 or 2: train Conv2D/Dense weights for that many bits "
+                               "(per channel, the teacher in every step) and ship them in tflite-w4a8 / tflite-w2 "
+                               "without rounding again; 8: int8 QAT.", minimum=2, maximum=8)
+    progressive: Optional[str] = setting(None, "--progressive", "With --weight-bits: train in stages, e.g. 8,4,2, "
+                                         "each starting from and distilled by the one before.", kind=str,
+                                         metavar="BITS")
+
+    def check(self) -> None:
+        if self.weight_bits not in (2, 4, 8):
+            raise UsageError(f"--weight-bits {self.weight_bits}: choose 8, 4 or 2")
+        if self.progressive is None:
+            return
+        try:
+            stages = [int(b) for b in self.progressive.split(",")]
+        except ValueError:
+            raise UsageError(f"--progressive {self.progressive!r}: give bits separated by commas, e.g. 8,4,2") \
+                from None
+        if self.weight_bits == 8 or any(b not in (2, 4, 8) for b in stages) or stages != sorted(stages, reverse=True) \
+                or stages[-1] != self.weight_bits:
+            raise UsageError(f"--progressive {self.progressive}: decreasing bits from 8, 4, 2 that end with "
+                             f"--weight-bits ({self.weight_bits}), e.g. 8,4,2 with --weight-bits 2")
 
 
 @dataclass(frozen=True)

@@ -163,18 +163,19 @@ def static_recipe(layer_bits: Optional[Mapping[str, int]] = None, default_low: b
     return _plain(manager.get_quantization_recipe())
 
 
-def dynamic_recipe(layer_bits: Mapping[str, int]) -> list[dict]:
+def dynamic_recipe(layer_bits: Mapping[str, int], octav: bool = True) -> list[dict]:
     """A dynamic-range recipe (float activations) with the given weight bits per op; other ops stay float.
 
     Args:
         layer_bits: {"OP|scope": bits}; int2 uses OCTAV (see the module's notes).
+        octav: False: int2 uses min-max too (weights already on the int2 grid, from low-bit QAT).
     """
     from ai_edge_quantizer import algorithm_manager
 
     manager = _manager()
     for key, bits in layer_bits.items():
         op, scope = key.split("|", 1)
-        algorithm = algorithm_manager.AlgorithmName.OCTAV if bits == 2 else \
+        algorithm = algorithm_manager.AlgorithmName.OCTAV if bits == 2 and octav else \
             algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT
         manager.add_dynamic_config(scope, _op(op), bits, algorithm_key=algorithm)
     recipe = _plain(manager.get_quantization_recipe())
@@ -200,9 +201,14 @@ def w4_recipe() -> list[dict]:
     return _plain(manager.get_quantization_recipe())
 
 
-def w2_recipe() -> list[dict]:
-    """``tflite-w2``: FULLY_CONNECTED int2 (OCTAV, per channel), CONV_2D int4, depthwise int8, float activations."""
-    return dynamic_recipe({"CONV_2D|.*": 4, "DEPTHWISE_CONV_2D|.*": 8, "FULLY_CONNECTED|.*": 2})
+def w2_recipe(octav: bool = True) -> list[dict]:
+    """``tflite-w2``: FULLY_CONNECTED int2 (OCTAV, per channel), CONV_2D int4, depthwise int8, float activations.
+
+    Args:
+        octav: clip the int2 range by OCTAV (post-training); False: min-max, whose grid (max|w|/1)
+            is the one low-bit QAT trains, so trained weights are stored without rounding again.
+    """
+    return dynamic_recipe({"CONV_2D|.*": 4, "DEPTHWISE_CONV_2D|.*": 8, "FULLY_CONNECTED|.*": 2}, octav=octav)
 
 
 def _plain(recipe: list[dict]) -> list[dict]:
