@@ -2,9 +2,9 @@
 
 :func:`micro_facts` checks the int8 ``.tflite`` against TFLM's vendored op table
 (:func:`~edgeqd.artifact_info.tflm.tflm_compatibility`) and, when every op is there, loads it in
-TFLM's own interpreter (``tflite-micro``, through the runner's TFLM adapter) and runs one
-inference: the tensor arena TFLM allocated is exact (``print_allocations()``, checked by a
-second interpreter given exactly that many bytes). ``model_data.h`` then carries
+TFLM's own interpreter (``tflite-micro``, the runner with ``--runtime tflm`` in a child process)
+and runs one inference: the arena is the smallest in which TFLM allocates and runs the model,
+searched from ``print_allocations()``'s total (:mod:`edgeqd.devices.tflm`). ``model_data.h`` then carries
 ``kTensorArenaSize`` = that figure plus :data:`ARENA_MARGIN`, rounded up to 16 bytes, and
 ``INTEGRATION.md`` registers exactly the model's ops. A model TFLM cannot run gets the reason
 instead of a snippet that would fail on the board.
@@ -40,16 +40,15 @@ def arena_with_margin(measured: int) -> int:
 
 
 def _measure(path: Path) -> dict[str, Any]:
-    """Run the model once in TFLM (the runner's adapter) and return its arena report."""
-    import numpy as np
+    """Run the model once in TFLM through the runner, in a child process (a kernel that crashes on an odd
+    model must not take the conversion with it), and return its arena report (``micro``)."""
+    import sys
 
-    from edgeqd.devices import runner
+    from edgeqd.devices.base import RUNNER, parse_runner_output, run_process
 
-    model = runner.open_model(str(path), runtime="tflm")
-    shape = [d if d > 0 else 1 for d in model.inputs[0]["shape"]]
-    model.set_input(model.prepare(np.zeros(shape, np.float32)))
-    model.invoke()
-    return model.micro_report()
+    done = run_process([sys.executable, str(RUNNER), "--model", str(path), "--runtime", "tflm", "--runs", "1",
+                        "--warmup", "1", "--min-seconds", "0", "--max-seconds", "30"], timeout=300)
+    return parse_runner_output(done, "tflm").get("micro") or {}
 
 
 def micro_facts(path: Path) -> dict[str, Any]:
