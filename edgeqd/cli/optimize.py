@@ -15,8 +15,8 @@ from typing import Optional
 import click
 
 from edgeqd.cli.common import handle_errors, print_json, progress_bar
-from edgeqd.cli.options import (build_settings, data_option, force_option, json_option, out_option, settings_options,
-                                unsafe_option)
+from edgeqd.cli.options import (build_settings, data_option, force_option, json_option, out_option, quiet_option,
+                                settings_options, unsafe_option)
 from edgeqd.optimize.settings import OptimizeSettings
 
 _LISTS = {"widths": float, "depths": float, "precisions": str, "recipes": str}
@@ -75,10 +75,11 @@ def _show(result, as_json: bool) -> None:
                                                               "consistent].")
 @force_option
 @unsafe_option
+@quiet_option
 @json_option
 @handle_errors
 def optimize_command(teacher, data, out, device, student, storage, resume, worker, widths, depths, precisions,
-                     recipes, force, unsafe_deserialization, as_json, **options) -> None:
+                     recipes, force, unsafe_deserialization, quiet, as_json, **options) -> None:
     """Search students of TEACHER for the best artifact within the budgets, measured on the device.
 
     Candidates (student family × width × depth × precision × recipe) are proposed by an
@@ -94,7 +95,7 @@ def optimize_command(teacher, data, out, device, student, storage, resume, worke
     lists = {name: _list(text, _LISTS[name], f"--{name}") for name, text in
              (("widths", widths), ("depths", depths), ("precisions", precisions), ("recipes", recipes))}
     settings = build_settings(OptimizeSettings, options, **{k: v for k, v in lists.items() if v is not None})
-    with progress_bar(quiet=as_json) as report:
+    with progress_bar(quiet=as_json or quiet) as report:
         result = optimize(teacher, data, out, settings, device=device, student=student, storage=storage,
                           resume=resume, worker=worker, force=force, unsafe_deserialization=unsafe_deserialization,
                           progress=report)
