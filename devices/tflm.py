@@ -8,8 +8,9 @@ row has the same accuracy and agreement as every other device, plus a ``micro`` 
 - ``arena_bytes``: the smallest tensor arena in which TFLM allocates and invokes the model. The
   search starts from ``print_allocations()``'s total (the ``RecordingMicroAllocator``'s "Arena
   allocation total N bytes", written to file descriptor 2; ``arena_reported_bytes``): fresh
-  interpreters with that many bytes and one byte less, then a binary search (measured: the total
-  is exact on some models, 24 bytes short or 8 bytes over on others). ``arena_below_fails``
+  interpreters with that many bytes and one byte less, then a binary search, each try in a forked
+  child because TFLM crashes instead of failing at some sizes (measured: the total is exact on some
+  models, 8 bytes over, 24 bytes or 20 % short on others). ``arena_below_fails``
   is TFLM's error one byte below. The host build has 64-bit pointers: a 32-bit MCU's persistent
   structures are smaller, so the figure is an upper bound there (an inference, not measured);
 - ``flash_bytes``: the model's size, which ``model_data.cc`` puts in flash;

@@ -153,3 +153,33 @@ def test_tflm_runs_tflite_only(micro_models, tmp_path):
     onnx.write_bytes(b"not used")
     rows = bench([onnx], ["tflm"], settings=FAST)
     assert rows[0].status == Status.FAILED and ".tflite files only" in rows[0].reason
+
+
+def _mlp_int8(path: Path) -> Path:
+    """6 → Dense(24, relu) → Dense(1), full int8: print_allocations() under-reports its arena by ~20 %."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(24, activation="relu"), keras.layers.Dense(1)])
+    rng = np.random.default_rng(0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.random((1, 6), dtype=np.float32)] for _ in range(20))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_arena_search_survives_tflm_crashing_below_the_boundary(tmp_path):
+    """On this MLP the reported total is short (measured 1,424 vs 1,704 bytes) and TFLM crashes (SIGSEGV)
+    instead of failing at some sizes just below the boundary: each size is tried in a forked child."""
+    model = runner.open_model(str(_mlp_int8(tmp_path / "mlp_int8.tflite")), runtime="tflm")
+    model.set_input(model.prepare(np.zeros((1, 6), np.float32)))
+    model.invoke()
+    report = model.micro_report()  # this process survives the crashes
+    arena = report["arena_bytes"]
+    assert report["arena_checked"] and arena > report["arena_reported_bytes"]
+    assert model._runs_in(arena)[0] and not model._runs_in(arena - 1)[0]
+    assert not model._runs_in(report["arena_reported_bytes"])[0]
