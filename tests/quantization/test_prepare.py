@@ -95,3 +95,23 @@ def test_subclassed_model_is_refused_with_a_typed_error():
     net(np.zeros((1, 4), "float32"))
     with pytest.raises(QuantizationError, match="subclassed"):
         prepare_qat(net, np.zeros((2, 4), "float32"))
+
+
+def test_activation_tfmot_does_not_know_is_quantized_at_its_output():
+    # A Keras 3 MobileNetV3Small translates its hard-swish to Activation(hard_silu); TFMOT's
+    # activation config raised on it without naming the layer, failing the whole QAT run.
+    import tf_keras as keras
+
+    from edgeqd.models.keras3.activations import tf_keras_activation
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Activation(tf_keras_activation("hard_silu"), name="hswish")(x)
+    x = keras.layers.Activation("relu", name="known")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    qat_model, float_layers = make_qat(model)
+    assert float_layers == []
+    wrapped = qat_model.get_layer("quant_hswish")
+    assert type(wrapped.quantize_config).__name__ == "Default8BitOutputQuantizeConfig"
+    assert type(qat_model.get_layer("quant_known").quantize_config).__name__ == "Default8BitActivationQuantizeConfig"
+    assert qat_model.predict(np.zeros((1, 8, 8, 3), np.float32), verbose=0).shape == (1, 2)
