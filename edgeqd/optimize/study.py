@@ -52,7 +52,7 @@ def open_storage(url: str):
         return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **kwargs)
     except ImportError as exc:
         raise UsageError(f"--storage {redact(url)}: its database driver is not installed ({exc}); e.g. "
-                         "`pip install psycopg2-binary` for postgresql://") from None
+                         "`pip install 'edgeqd[postgresql]'` (psycopg) for postgresql://") from None
     except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError: one line, not a traceback
         raise UsageError(f"--storage {redact(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
