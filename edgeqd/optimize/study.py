@@ -48,8 +48,13 @@ def open_storage(url: str):
     if url.startswith("sqlite"):
         # Several worker processes write one SQLite file: wait for its lock instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    # Optuna logs every trial at INFO and flags heartbeats as experimental: edgeqd's progress and
+    # candidates.json say what happened; its own warnings (a failed trial) still show.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **kwargs)
     except ImportError as exc:
         raise UsageError(f"--storage {redact(url)}: its database driver is not installed ({exc}); e.g. "
                          "`pip install 'edgeqd[postgresql]'` (psycopg) for postgresql://") from None
@@ -166,7 +171,9 @@ def open_study(storage, settings: OptimizeSettings, config: dict, sampler, creat
     config = json.loads(json.dumps(config))  # as the storage gives it back: tuples are lists
     started = study.user_attrs.get("config")
     if started is None:
-        study.set_metric_names(list(names))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(names))
         study.set_user_attr("config", config)
     else:
         differ = sorted(k for k in set(config) | set(started) if config.get(k) != started.get(k))
