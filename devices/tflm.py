@@ -20,11 +20,13 @@ row has the same accuracy and agreement as every other device, plus a ``micro`` 
 Latency is TFLM's portable reference kernels on the host CPU: "host reference kernels (not an
 MCU figure)". The row is marked ``emulated`` so that it is never compared with a device's.
 A model with an op TFLM lacks fails at ``MicroInterpreter::AllocateTensors()``; the row fails
-naming the op.
+naming the op. A file whose buffers are stored after the flatbuffer (``Buffer.offset``, which
+TFLM ignores) runs inlined, as ``model_data.cc`` would have to embed it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from edgeqd.devices.base import RUNNER, DeviceRunError, Job, Session
@@ -77,10 +79,20 @@ class TFLMDevice(LocalDevice):
         """
         if job.artifact.suffix.lower() != ".tflite":
             raise DeviceRunError(f"{self.name}: TensorFlow Lite Micro runs .tflite files only, not {job.artifact.name}")
+        from edgeqd.artifact_info.tflm import inline_buffers, offset_buffers
+
+        data = job.artifact.read_bytes()
+        outside = offset_buffers(data)
+        if outside:  # TFLM ignores Buffer.offset (it would run with empty weights): run, and count, the inlined file
+            inlined = Path(session.workdir) / "inlined" / job.artifact.name  # the session ships it beside the runner
+            inlined.parent.mkdir(exist_ok=True)
+            inlined.write_bytes(inline_buffers(data))
+            job = dataclasses.replace(job, artifact=inlined, label=job.name)
         session.ship(RUNNER)
         session.ship(RUNNER_TFLM)  # beside runner.py, which loads it for --runtime tflm
         document = super().run_job(session, job)
         document["micro"] = micro_figures(document.get("micro") or {}, job.artifact)
+        document["micro"]["inlined_offset_buffers"] = outside  # flash_bytes is then the inlined file's
         return document
 
     def runner_args(self) -> list[str]:

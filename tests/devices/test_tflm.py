@@ -183,3 +183,18 @@ def test_arena_search_survives_tflm_crashing_below_the_boundary(tmp_path):
     assert report["arena_checked"] and arena > report["arena_reported_bytes"]
     assert model._runs_in(arena)[0] and not model._runs_in(arena - 1)[0]
     assert not model._runs_in(report["arena_reported_bytes"])[0]
+
+
+def test_offset_buffers_are_refused_by_the_runner_and_inlined_by_the_device(micro_models, tmp_path):
+    from tflm_models import with_offset_buffers
+
+    outside = tmp_path / "offset_int8.tflite"
+    outside.write_bytes(with_offset_buffers(micro_models["int8"].read_bytes()))
+    with pytest.raises(runner.RunnerError, match="Buffer.offset"):  # TFLM would run with empty weights
+        runner.open_model(str(outside), runtime="tflm")
+    rows = bench([outside, micro_models["int8"]], ["tflm"], data="fashion-mnist", settings=FAST)
+    assert rows[0].ok, rows[0].reason
+    assert rows[0].artifact == "offset_int8.tflite" and rows[0].micro["inlined_offset_buffers"] >= 2
+    # The inlined model computes what the original does, in the same arena.
+    assert rows[0].raw["quality"]["predictions"] == rows[1].raw["quality"]["predictions"]
+    assert rows[0].micro["arena_bytes"] == rows[1].micro["arena_bytes"]
