@@ -13,7 +13,7 @@ import base64
 import html
 from typing import Any, Optional
 
-from edgeqd.reporting.plots import _figure, _png
+from edgeqd.reporting.plots import _figure, _png, pareto_front
 
 _STATUS_COLORS = {True: "#2ca02c", False: "#d62728"}
 
@@ -31,10 +31,11 @@ def _plot(rows: list[dict], axis: str, label: str, document: dict) -> Optional[b
                    edgecolor="black", linewidth=0.5, zorder=3)
         ax.annotate(str(row["number"]), (row[axis], 100 * row["accuracy"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=7)
-    front = sorted((r for r in points if r["on_front"]), key=lambda r: r[axis])
+    # The front of this plot's two figures (the three-objective front is the on_front column below).
+    front = [points[i] for i in pareto_front([(r[axis], r["accuracy"]) for r in points])]
     if len(front) > 1:
         ax.plot([r[axis] for r in front], [100 * r["accuracy"] for r in front], color="#555555", linewidth=1,
-                linestyle="-", zorder=2, label="Pareto front (all objectives)")
+                linestyle="-", zorder=2, drawstyle="steps-post", label="Pareto front (these two figures)")
     chosen = next((r for r in points if r["number"] == document["chosen"]), None)
     if chosen is not None:
         ax.scatter(chosen[axis], 100 * chosen["accuracy"], s=260, marker="*", color="#ffbf00", edgecolor="black",
@@ -73,7 +74,9 @@ def render(document: dict) -> str:
     """
     rows = document["candidates"]
     parts = [f"<h1>edgeqd optimize — study {html.escape(document['study'])}</h1>",
-             f"<p>{html.escape(document['summary'])}</p>"]
+             f"<p>{html.escape(document['summary'])}</p>",
+             "<p>Green: within every budget; red: over one. Figures on the selection split; the chosen "
+             "candidate's held-out figure is in the summary.</p>"]
     for axis, label in (("size_kb", "artifact size (KB)"), ("latency_ms", "median latency, 1 thread (ms)")):
         png = _plot(rows, axis, label, document)
         if png is not None:
