@@ -1,7 +1,8 @@
 """Low-bit QAT with the teacher in every step: int4/int2 weights trained, then stored without rounding again.
 
 ``edgeqd quantize --weight-bits 4|2 [--teacher T] [--progressive 8,4,2]``. The weights of every
-Conv2D and Dense layer (not depthwise: it stays int8 in every low-bit format) are fake-quantized
+Conv2D and Dense layer (not depthwise: it stays int8 in every low-bit format; Conv2D at 4 bits at
+least, as ``tflite-w2`` stores it) are fake-quantized
 in the forward pass — per output channel, symmetric, narrow range: levels −q..q with
 q = 2^(bits−1) − 1, scale max|w|/q — and the gradient passes straight through to the float
 weights (STE). Batch norms stay frozen (their moving statistics as calibrated by training), as
@@ -14,7 +15,7 @@ Export is lossless by construction: the trained weights are replaced by their fa
 values in a float copy of the model, converted to the float ``.tflite`` and quantized by
 ai-edge-quantizer's symmetric min-max recipe, whose grid (max|w|/7 for int4, max|w|/1 for int2
 per channel) is exactly the one trained; a batch norm the converter folds into the kernel scales
-each output channel, which moves the grid with it. :func:`max_grid_error` checks that.
+each output channel, which moves the grid with it (tests/quantization/test_lowbit_qat.py checks it).
 
 The best of the stages' epochs on the validation split (epoch 0 = the rounded float model,
 i.e. post-training quantization) is kept, so QAT never ships worse than PTQ on that split.
@@ -31,7 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["LEARNING_RATE", "fake_quant", "LowBitResult", "train_lowbit", "folded_model", "max_grid_error"]
+__all__ = ["LEARNING_RATE", "fake_quant", "LowBitResult", "train_lowbit", "folded_model", "run_lowbit_stage"]
 
 # Adam's rate for low-bit fine-tuning: at 1e-3 float and QAT fine-tuning both moved accuracy by
 # ±1-2 pts on Fashion-MNIST models; 1e-4 trained without that drift (scratch/lowbit/FINDINGS.md C).
@@ -54,8 +55,12 @@ def fake_quant(weights, bits: int, axes: Sequence[int]):
     return tf.round(weights / scale) * scale
 
 
-def _quantized_kernels(model) -> list[tuple[Any, tuple]]:
-    """(kernel variable, reduced axes) of every Conv2D and Dense: the layers stored below 8 bits."""
+def _quantized_kernels(model, bits: int) -> list[tuple[Any, tuple, int]]:
+    """(kernel variable, reduced axes, bits) of every Conv2D and Dense: the layers stored below 8 bits.
+
+    A Conv2D trains at 4 bits at least: ``tflite-w2`` stores convolutions as int4 (LiteRT 2.3's int2
+    convolution is wrong), and ternary convolutions would cost accuracy the file does not need to lose.
+    """
     import tf_keras as keras
 
     found = []
@@ -63,7 +68,8 @@ def _quantized_kernels(model) -> list[tuple[Any, tuple]]:
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             continue
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and getattr(layer, "kernel", None) is not None:
-            found.append((layer.kernel, tuple(range(len(layer.kernel.shape) - 1))))
+            own = max(bits, 4) if isinstance(layer, keras.layers.Conv2D) else bits
+            found.append((layer.kernel, tuple(range(len(layer.kernel.shape) - 1)), own))
     return found
 
 
@@ -78,23 +84,9 @@ def folded_model(model, bits: int):
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    for variable, axes in _quantized_kernels(copy):
-        variable.assign(fake_quant(variable, bits, axes))
+    for variable, axes, own in _quantized_kernels(copy, bits):
+        variable.assign(fake_quant(variable, own, axes))
     return copy
-
-
-def max_grid_error(folded, stored: dict[str, np.ndarray]) -> float:
-    """Largest |stored − trained| over the kernels an artifact stores (the dequantized weights by layer name).
-
-    Args:
-        folded: :func:`folded_model`'s output.
-        stored: {layer name: dequantized weight as the artifact stores it, in Keras layout}.
-    """
-    worst = 0.0
-    for layer in folded.layers:
-        if layer.name in stored:
-            worst = max(worst, float(np.max(np.abs(stored[layer.name] - layer.kernel.numpy()))))
-    return worst
 
 
 @dataclass
@@ -128,15 +120,15 @@ def _train_stage(student, teacher, bits: int, x, y, epochs: int, batch: int, tem
                  seed: int):
     import tensorflow as tf
 
-    kernels = _quantized_kernels(student)
+    kernels = _quantized_kernels(student, bits)
     optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
     t2 = temperature ** 2
 
     @tf.function
     def step(xb, yb):
-        saved = [v.read_value() for v, _ in kernels]
-        for v, axes in kernels:
-            v.assign(fake_quant(v, bits, axes))
+        saved = [v.read_value() for v, _, _ in kernels]
+        for v, axes, own in kernels:
+            v.assign(fake_quant(v, own, axes))
         with tf.GradientTape() as tape:
             logits = student(xb, training=False)  # batch norms frozen
             loss = (1.0 - alpha) * tf.reduce_mean(
@@ -146,7 +138,7 @@ def _train_stage(student, teacher, bits: int, x, y, epochs: int, batch: int, tem
                 loss += alpha * t2 * tf.reduce_mean(tf.keras.losses.kl_divergence(
                     soft, tf.nn.softmax(logits / temperature)))
         grads = tape.gradient(loss, student.trainable_variables)
-        for (v, _), value in zip(kernels, saved):
+        for (v, _, _), value in zip(kernels, saved):
             v.assign(value)  # the straight-through estimator: the float weights take the step
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, student.trainable_variables) if g is not None])
         return loss
