@@ -58,9 +58,13 @@ def test_tiny_search_ships_a_verified_artifact_within_budget_and_resumes(npz, tm
 
 @pytest.mark.slow
 def test_an_impossible_budget_exits_4_with_the_closest_candidate_and_what_to_relax(npz, tmp_path):
+    from edgeqd.distillation.students import build_student
+
+    student = tmp_path / "mine.keras"
+    build_student("mlp", (64, 2), 3, width=0.125).save(student)
     out = tmp_path / "opt"
     result = run("--teacher", teacher(), "--data", npz, "--out", out, "--trials", "1", "--max-size-kb", "1",
-                 "--family", "mlp", *TINY)
+                 "--family", "mlp", "--student", student, *TINY)
     assert result.exit_code == 4, result.output
     assert "no candidate meets the budget" in result.output and "--max-size-kb" in result.output
     document = candidates(out)
@@ -68,6 +72,8 @@ def test_an_impossible_budget_exits_4_with_the_closest_candidate_and_what_to_rel
     statuses = {r["status"] for r in document["candidates"]}
     assert "trained" not in statuses and "pruned" in statuses  # pruned on their exact size, never trained
     assert any("KB > --max-size-kb 1" in (r["reason"] or "") for r in document["candidates"])
+    mine = document["candidates"][0]  # the user's student is tried first, measured like every candidate
+    assert mine["candidate"]["family"] == "file" and mine["status"] == "pruned" and mine["size_kb"] > 1
 
 
 def test_an_emulated_device_cannot_satisfy_a_latency_budget(npz, tmp_path):
