@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,7 +257,7 @@ def _default_work() -> Path:
 def _run_child(name: str, work: Path, fer: Path | None) -> None:
     """Run one architecture in a process of its own; a dead child leaves a row that says how it died."""
     path = work / name / "result.json"
-    path.unlink(missing_ok=True)
+    shutil.rmtree(path.parent, ignore_errors=True)  # no artifact of an earlier run may be benched as this one's
     for _ in range(len(STEPS)):  # a child that died is relaunched for the steps after the one it died in
         _launch(name, work, fer)
         result = json.loads(path.read_text())

@@ -16,8 +16,10 @@ __all__ = ["KERAS3", "TF_KERAS", "SERVING", "PARITY_RTOL", "ModelError", "all_la
 KERAS3, TF_KERAS, SERVING = "keras3", "tf_keras", "saved_model_serving"
 # max |Δ| allowed between a Keras 3 model and its tf_keras translation, relative to the largest
 # |output| of the original: float32 reassociation (fused vs unfused BatchNormalization) gives up to
-# 4e-6 on MobileNetV2 at 32 px and 2.3e-6 at 224 px; a mistranslated layer is off by O(1e-2) or more.
-PARITY_RTOL = 1e-5
+# 4e-6 on an untrained MobileNetV2 at 32 px and 2.3e-6 at 224 px, but 1.5e-5 on a trained one and
+# 1.8e-5 on a trained EfficientNetB0 (benchmarks/model_zoo.py: no single layer off by more than
+# LAYER_DIVERGENCE), which 1e-5 refused; a mistranslated layer is off by O(1e-2) or more.
+PARITY_RTOL = 1e-4
 TENSOR = "__keras_tensor__"  # Keras 3's class_name of a tensor inside a serialized call node
 CONSTANT = "_CONSTANT_VALUE"  # tf_keras' marker for a constant first call argument (TFOpLambda)
 WRAPPED = ("layer", "forward_layer", "backward_layer", "cell")  # config keys that hold a layer (wrappers, RNN)
