@@ -182,9 +182,12 @@ def _study_config(settings: OptimizeSettings, space, objectives: tuple, teacher,
 
 def _run_trials(search: _Search, study, worker: bool) -> None:
     """Ask Optuna for trials until the study has trained enough candidates (all workers together)."""
+    import optuna
+
     from edgeqd.optimize.study import MAX_PROPOSALS_PER_TRIAL, counts, finished, wait_for_running
 
     settings = search.settings
+    optuna.storages.fail_stale_trials(study)  # a killed run's trial, silent past the heartbeat's grace: failed
 
     def stop(study, trial) -> None:
         _best_so_far(search, study)
