@@ -42,6 +42,8 @@ def trial_rows(study) -> list[dict[str, Any]]:
             "precision" in trial.params and "recipe" in trial.params else None
         row = {"number": trial.number, "state": trial.state.name.lower(), "status": status, "candidate": candidate}
         row.update({k: attrs.get(k) for k in FIGURES})
+        if trial.state.name == "FAIL" and not row["reason"]:
+            row["reason"] = "interrupted, or its worker stopped (no figures recorded)"
         rows.append(row)
     return rows
 
