@@ -82,6 +82,20 @@ class StoredWeight:
         return out
 
 
+def layer_of(name: str) -> str:
+    """The layer a weight tensor belongs to: its name's first ``;`` part without the last path segment.
+
+    The converter names a weight it folded into its op's output after that output, ``;``-joined
+    ("model/conv/Relu;model/conv/BiasAdd;model/conv/Conv2D;…", e.g. the first convolution of a
+    1-channel model); its first part still names the layer, the same key as the ONNX node's.
+
+    Args:
+        name: the weight tensor's name ("model/fc1/MatMul" → "model/fc1").
+    """
+    first = name.split(";", 1)[0]
+    return first.rsplit("/", 1)[0] if "/" in first else first
+
+
 def _schema():
     from edgeqd.artifact_info.tflite import tflite_schema
 
@@ -195,7 +209,7 @@ def weighted_ops(data: bytes) -> list[StoredWeight]:
         dtype = types.get(int(tensor.Type()), f"type_{tensor.Type()}")
         granularity, block = _granularity(tensor)
         output = graph.Tensors(int(op.OutputsAsNumpy()[0])) if op.OutputsLength() else None
-        found.append(StoredWeight(o, kind, index, name, name.rsplit("/", 1)[0] if "/" in name else name,
+        found.append(StoredWeight(o, kind, index, name, layer_of(name),
                                   (output.Name() or b"").decode("utf-8", "replace") if output is not None else "",
                                   dtype, STORED_BITS.get(dtype, 0), shape, int(np.prod(shape)) if shape else 1,
                                   stored, granularity, block, weight_only))
