@@ -54,6 +54,30 @@ def _short(layer: str) -> str:
     return layer.split("/", 1)[1] if "/" in layer else layer
 
 
+def grouped_notes(kept: list[str], shown: int = 3) -> list[str]:
+    """``kept_higher``'s "layer: reason" entries, one note per reason, for the terminal.
+
+    A network of 8 separable convolutions otherwise printed the same reason 8 times in one line;
+    the manifest keeps every layer (``details.kept_higher``).
+
+    Args:
+        kept: "layer: reason" strings, in graph order.
+        shown: how many layer names a grouped note spells out before "…".
+    """
+    groups: dict[str, list[str]] = {}
+    for entry in kept:
+        layer, _, reason = entry.partition(": ")
+        groups.setdefault(reason, []).append(layer)
+    notes = []
+    for reason, layers in groups.items():
+        if len(layers) == 1:
+            notes.append(f"{layers[0]}: {reason}")
+            continue
+        names = ", ".join(layers[:shown]) + (", …" if len(layers) > shown else "")
+        notes.append(f"{len(layers)} layers ({names}): {reason}")
+    return notes
+
+
 def weight_details(data: bytes, wanted_bits: int) -> dict[str, Any]:
     """Per weighted op: the bits the file stores, and why an op keeps more than ``wanted_bits``.
 
@@ -118,7 +142,10 @@ def write_lowbit_tflite(context: ConversionContext, out_path: Path, recipe: list
         details["calibration"] = {"samples": int(len(context.calibration)), "steps": 1,
                                   "method": "min/max over all samples in one step"}
     details["kernels"] = check_kernels(out_path, source, context.calibration, context.workdir)
-    notes = list(details["kept_higher"])
+    notes = grouped_notes(details["kept_higher"])
+    if wanted_bits == 2 and not any(w["bits"] <= 2 for w in details["weights"]):
+        notes.insert(0, "no layer stores int2 (int2 is FULLY_CONNECTED only and this model has none): "
+                        "the same weights as tflite-w4")
     not_delegated = (details["kernels"].get("xnnpack") or {}).get("not_delegated", [])
     if "CONV_2D" in not_delegated and static:
         notes.append(KERNEL_NOTES["CONV_2D_XNNPACK"])

@@ -174,7 +174,9 @@ def write_onnx_lowbit(context: ConversionContext, out_path: Path,
         raise ConversionError(f"{out_path.name}: ONNX Runtime's optimised and plain graphs agree on only "
                               f"{100 * details['kernels']['optimized_vs_plain_agreement']:.1f}% of the samples")
     if kept:
-        details["note"] = "; ".join(kept)
+        from edgeqd.converters.lowbit import grouped_notes
+
+        details["note"] = "; ".join(grouped_notes(kept))
     return details
 
 

@@ -130,3 +130,37 @@ def test_the_kernel_check_catches_a_file_that_computes_garbage(lowbit_run, tmp_p
     path.write_bytes(quantize_tflite(source, recipe, None))
     with pytest.raises(ConversionError, match="NaN|disagree|does not compute what it stores"):
         check_kernels(path, source, np.asarray(lowbit_run["x"][:64]), tmp_path)
+
+
+def test_kept_higher_notes_are_grouped_by_reason():
+    from edgeqd.converters.lowbit import grouped_notes
+
+    kept = [f"sep_{i}: DEPTHWISE_CONV_2D keeps int8 weights: no int4 depthwise kernel" for i in range(5)]
+    kept.append("conv: CONV_2D keeps int4 weights: int2 convolution outputs garbage")
+    assert grouped_notes(kept) == [
+        "5 layers (sep_0, sep_1, sep_2, …): DEPTHWISE_CONV_2D keeps int8 weights: no int4 depthwise kernel",
+        "conv: CONV_2D keeps int4 weights: int2 convolution outputs garbage"]
+
+
+def test_w2_of_a_model_without_dense_says_it_is_w4(fashion, tmp_path):
+    """A conv-only classifier (1x1 conv head) has no FULLY_CONNECTED: tflite-w2 stores no int2, and says so."""
+    import tensorflow as tf
+
+    from edgeqd.pipeline import convert
+    from edgeqd.settings import CalibrationSettings, ConvertSettings, VerifySettings
+    from edgeqd.types import Dataset
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input(fashion.x_train.shape[1:])
+    x = tf.keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(inputs)
+    x = tf.keras.layers.Conv2D(10, 1, name="head")(x)
+    outputs = tf.keras.layers.Softmax()(tf.keras.layers.GlobalAveragePooling2D()(x))
+    model = tf.keras.Model(inputs, outputs)
+    data = Dataset("fashion-slice", fashion.x_train[:200], fashion.y_train[:200], fashion.x_eval[:100],
+                   fashion.y_eval[:100], fashion.class_names, fashion.normalization)
+    settings = ConvertSettings(formats=("tflite-w2",), calibration=CalibrationSettings(samples=50),
+                               verify=VerifySettings(eval_samples=100))
+    row = convert(model, data, tmp_path / "run", settings).manifest["artifacts"][0]
+    assert {w["bits"] for w in row["details"]["weights"]} == {4}
+    assert "no layer stores int2" in row["details"]["note"]
+    assert row["details"]["note"].count("CONV_2D keeps int4") == 1  # both convs in one grouped note
