@@ -114,7 +114,8 @@ def _bench(out: Path, data_path: Path) -> dict:
     from edgeqd.devices import bench
     from edgeqd.settings import BenchSettings
 
-    files = [out / name for name in ("model_fp32.tflite", "model_int8.tflite", "model_int8.onnx") if (out / name).exists()]
+    names = ("model_fp32.tflite", "model_int8.tflite", "model_int8.onnx")
+    files = [out / name for name in names if (out / name).exists()]
     if not files:
         raise RuntimeError("no PTQ artifact to bench")
     rows = bench(files, ["local"], data=data_path, settings=BenchSettings(runs=30, warmup=3, min_seconds=0.3,
@@ -197,6 +198,10 @@ def _failed(step: dict) -> str:
     return f"**{step['status']}**: {_md(reason[:200])}"
 
 
+def _same_failure(step: dict, ptq: dict) -> bool:
+    return bool(step.get("reason")) and step.get("reason") == ptq.get("reason")
+
+
 def _md(text: str) -> str:
     """Text for a Markdown table cell ("max |Δ|" would end the cell)."""
     return text.replace("|", "\\|").replace("\n", " ")
@@ -219,21 +224,30 @@ def _cells(result: dict) -> list[str]:
         shipped = (qat.get("choice") or {}).get("shipped", "?").upper()
         left = qat.get("left_float") or []
         qat_cell = (f"{shipped} shipped: {_quality(qat['rows']['tflite-int8'], regression)}"
-                    + (f"; float in TFMOT: {', '.join(left)[:80]}" if left else ""))
+                    + (f"; float in TFMOT: {_kinds(left)}" if left else ""))
     else:
-        qat_cell = _failed(qat) if qat.get("reason") != ptq.get("reason") else f"**{qat['status']}**: as PTQ"
+        qat_cell = f"**{qat['status']}**: as PTQ" if _same_failure(qat, ptq) else _failed(qat)
     if dist.get("status") == "ok":
         figure = _pct(dist["student_accuracy"]) if dist["student_accuracy"] is not None else \
             f"agrees {_pct(dist['agreement'])}"
         dist_cell = f"{dist['student']} ×{dist['ratio']} smaller: {figure} (teacher {_pct(dist['teacher_accuracy'])})"
     else:
-        dist_cell = _failed(dist) if dist.get("reason") != ptq.get("reason") else f"**{dist['status']}**: as PTQ"
+        dist_cell = f"**{dist['status']}**: as PTQ" if _same_failure(dist, ptq) else _failed(dist)
     if bench.get("status") == "ok":
         b = bench["rows"]
         bench_cell = " / ".join(f"{r['p50_ms']:.3g}" if r["status"] == "ok" else "failed" for r in b.values()) + " ms"
     else:
         bench_cell = _failed(bench)
     return [*ptq_cells, qat_cell, dist_cell, bench_cell]
+
+
+def _kinds(left: list[str]) -> str:
+    """ "a (LSTM)", "b (LSTM)" → "2 LSTM"; the layers TFMOT left float, counted by kind."""
+    counts: dict[str, int] = {}
+    for entry in left:
+        kind = entry.rsplit("(", 1)[-1].rstrip(")")
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def table(results: list[dict]) -> str:
@@ -341,12 +355,37 @@ def _section(results: list[dict]) -> str:
         "top-1 agreement with the float Keras model and the accuracy change in points; for the regression "
         "head the MAE change in percent of the float model's MAE and the largest |Δ|. *QAT*: 1 epoch on 400 "
         "samples; edgeqd ships QAT's or PTQ's int8 model by its validation rule and says which. *distil*: "
-        "the model as teacher, 20 epochs at batch 32, Adam 3e-3, student accuracy (teacher's in brackets). *bench*: `edgeqd bench "
+        "the model as teacher, 20 epochs at batch 32, Adam 3e-3, student accuracy (teacher's in brackets). "
+        "*bench*: `edgeqd bench "
         "--device local`, 1 thread, p50 ms.",
         table(results), READING])
 
 
-READING = "Reading: see the paragraph below the table (written for the run it describes)."
+# Written for the run in RESULTS.md (the figures it quotes are that run's).
+READING = (
+    "Reading. Every architecture goes through every step, the one refusal being distillation from the regression "
+    "head, which edgeqd refuses by design (logit distillation matches class probabilities) with a message that "
+    "says so. Three cells failed on the first run, each an edgeqd bug, fixed with a test: the Keras 3 "
+    "Transformer's ONNX artifacts (an exact GELU becomes TensorFlow's `Erfc`, which ONNX lacks: now written as "
+    "1 − Erf), MobileNetV3Small's QAT (TFMOT has no config for the translated hard-swish `Activation`: now "
+    "quantized at its output), and every step of the trained MobileNetV2 and EfficientNetB0 (the Keras 3 → "
+    "tf_keras proof refused float32 rounding of 1.5e-5 and 1.8e-5 of the output scale against a 1e-5 bar, with "
+    "no layer off by more than 1e-3: now 1e-4). A first run also lost one ResNet50 child to a SIGSEGV in a "
+    "step it did not record; this run's went through every step. **Float** artifacts match the Keras model to "
+    "≤ 2e-5. **int8 PTQ** agrees with the float model on 93–100 % of the held-out samples for every model "
+    "that is confident in its answers; the exceptions are the briefly trained MobileNetV2 (45 % accurate, "
+    "near-uniform outputs whose argmax int8 noise flips: 74 % agreement, yet +3.5 pts accuracy) and fer "
+    "(92.5 %: its int8 softmax ties close classes on images that are not faces, as in the QAT section). The "
+    "regression head's int8 MAE is 8 % above float. Token-id models keep int32 ids in every artifact and agree "
+    "99–100 %. **QAT** (1 epoch on 400 samples) ran on every model; edgeqd shipped PTQ's int8 model where QAT's "
+    "did not agree better on the validation split, and lists what TFMOT left float (RNNs; Embedding, attention "
+    "and LayerNorm; MobileNetV3's squeeze-excite multiplies). **Distillation**: every classifier teaches a "
+    "built-in student (an own Embedding student for token ids); the students are 2–16× smaller and see 720 "
+    "samples, so their accuracy shows the plumbing works, not what KD can do (benchmarks/distill.py measures "
+    "that). **Bench**: every artifact runs; figures under 10 µs are per-call overhead on tiny models; the int8 "
+    "LSTM TFLite is slower than the float one (fused float kernel), and int8 ONNX is slower than int8 TFLite "
+    "throughout (a QDQ graph in ONNX Runtime's CPU provider, one thread). Noise: 200 samples, one sample = "
+    "0.5 pt; latency on a shared 2-core host ±20 %.")
 
 
 if __name__ == "__main__":
