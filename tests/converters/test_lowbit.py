@@ -164,3 +164,35 @@ def test_w2_of_a_model_without_dense_says_it_is_w4(fashion, tmp_path):
     assert {w["bits"] for w in row["details"]["weights"]} == {4}
     assert "no layer stores int2" in row["details"]["note"]
     assert row["details"]["note"].count("CONV_2D keeps int4") == 1  # both convs in one grouped note
+
+
+def test_onnx_w4a8_keeps_unfolded_batch_norm_parameters_out_of_int4(fashion, tmp_path):
+    """A batch norm after an Add (Xception's residuals) is not folded: its parameters must not become int4."""
+    import onnx
+    import tensorflow as tf
+
+    from edgeqd.pipeline import convert
+    from edgeqd.settings import CalibrationSettings, ConvertSettings, VerifySettings
+    from edgeqd.types import Dataset
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input(fashion.x_train.shape[1:])
+    a = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv_a")(inputs)
+    b = tf.keras.layers.Conv2D(4, 1, strides=2, name="conv_b")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="bn_after_add")(tf.keras.layers.Add()([a, b]))
+    outputs = tf.keras.layers.Dense(10, activation="softmax", name="fc")(tf.keras.layers.Flatten()(x))
+    model = tf.keras.Model(inputs, outputs)
+    data = Dataset("fashion-slice", fashion.x_train[:200], fashion.y_train[:200], fashion.x_eval[:100],
+                   fashion.y_eval[:100], fashion.class_names, fashion.normalization)
+    settings = ConvertSettings(formats=("onnx-w4a8",), calibration=CalibrationSettings(samples=50),
+                               verify=VerifySettings(eval_samples=100))
+    convert(model, data, tmp_path / "run", settings)
+    graph = onnx.load(str(tmp_path / "run" / "model_w4a8.onnx")).graph
+    int4 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT4}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    fed = {r.op_type for name in int4 for dq in readers[name] for r in readers.get(dq.output[0], [])}
+    assert int4 and fed <= {"Conv", "MatMul", "Gemm"}, fed  # BatchNormalization read int4 before the fix
+    assert any(n.op_type == "BatchNormalization" for n in graph.node)  # the case under test: not folded
