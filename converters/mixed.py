@@ -55,11 +55,19 @@ def mixed_plan(context: ConversionContext) -> dict[str, Any]:
     return result
 
 
+_NAMED = 6  # int8 layers a note names before "… (N more)"
+
+
 def _note(plan: dict[str, Any]) -> str:
     search = plan["search"]
     kept = [row["layer"] for row in plan["layers"] if row["bits"] == 8]
+    # A 23-layer network printed all 23 names; every layer's bits are in details.layers.
+    if kept and len(kept) == len(plan["layers"]):
+        names = "all"
+    else:
+        names = ", ".join(kept[:_NAMED]) + (f", … ({len(kept) - _NAMED} more)" if len(kept) > _NAMED else "")
     text = (f"{sum(row['bits'] == 4 for row in plan['layers'])} of {len(plan['layers'])} weighted layers int4, "
-            f"int8: {', '.join(kept) or 'none'}; search drop {search['drop_pts']:g} pts ± {search['se_pts']:g} "
+            f"int8: {names or 'none'}; search drop {search['drop_pts']:g} pts ± {search['se_pts']:g} "
             f"(target {search['target_pts']:g} = budget {search['max_drop_pts']:g} − {search['z']:g}·SE)")
     if not search["met"]:
         text += "; even all-int8 weights missed the target on the search samples: this is the int8 model"
