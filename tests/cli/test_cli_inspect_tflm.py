@@ -45,3 +45,11 @@ def test_an_op_tflm_lacks_is_named(tmp_path):
 def test_target_tflm_refuses_onnx(run):
     result = CliRunner().invoke(cli, ["inspect", str(artifact(run, "onnx-int8")), "--target", "tflm"])
     assert result.exit_code == 2 and "takes a .tflite file" in result.output and "Traceback" not in result.output
+
+
+def test_int4_unpack_is_an_upper_bound_on_the_arena_growth(run):
+    """TFLM's int4 unpack buffer is planned like a tensor: the arena grows by at most the largest filter."""
+    table = CliRunner().invoke(cli, ["inspect", str(artifact(run, "tflite-w4a8")), "--target", "tflm"])
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "arena scratch buffer: up to +" in text and "bench --device tflm" in text
