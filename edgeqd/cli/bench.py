@@ -49,6 +49,15 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
     return "0." + "0" * digits if text.startswith("-") and float(text) == 0 else text
 
 
+def _percent(value: Optional[float]) -> str:
+    """A fraction as convert's tables print it.
+
+    >>> _percent(0.732), _percent(None)
+    ('73.20%', '–')
+    """
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
 def bench_table(rows) -> "object":
     """The rich table of bench rows; emulated latencies are marked and never compared.
 
@@ -80,8 +89,8 @@ def bench_table(rows) -> "object":
         table.add_row(escape(row.artifact), escape(row.device), str(row.threads),
                       "[green]ok[/]" if row.ok else "[red]failed[/]", *latency,
                       _fmt(row.init_ms, 1), _fmt(row.peak_rss_mb, 1),
-                      _fmt(row.accuracy, 4) if row.mae is None else f"MAE {row.mae:.4g}",
-                      _fmt(row.agreement, 4),
+                      _percent(row.accuracy) if row.mae is None else f"MAE {row.mae:.4g}",
+                      _percent(row.agreement),
                       f"{_RUNTIME_SHORT.get(row.runtime, row.runtime)} {row.runtime_version}".strip()
                       + ("" if row.xnnpack is None else (" xnnpack" if row.xnnpack else " no-xnnpack")),
                       escape(f"{machine} {cpu}".strip()), escape(note))
