@@ -104,3 +104,18 @@ def sequence_teacher_path() -> Path:
     path = Path(tempfile.mkdtemp(prefix="edgeqd-test-seq-teacher-")) / "sequence_teacher.keras"
     model.save(path)
     return path
+
+
+def tiny_user_student(name: str = "user_student"):
+    """A small tf_keras student a user might bring (28×28×1 images, 10 logits; a BN to fold)."""
+    import tf_keras as keras
+    from tf_keras import layers
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="s_conv1")(inputs)
+    x = layers.BatchNormalization(momentum=0.9, name="s_bn1")(x)
+    x = layers.ReLU(name="s_relu1")(x)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s_conv2")(x)
+    x = layers.Flatten(name="s_flatten")(x)
+    outputs = layers.Dense(10, name="s_logits")(x)
+    return keras.Model(inputs, outputs, name=name)

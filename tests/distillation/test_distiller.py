@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgeqd  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from distill_helpers import fashion_slices, image_teacher_path
+from distill_helpers import tiny_user_student
 from edgeqd.data import find_fashion_mnist
 from edgeqd.errors import UsageError
 
@@ -26,28 +26,6 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def teacher_path():
-    return image_teacher_path()
-
-
-@pytest.fixture(scope="module")
-def student_data():
-    return fashion_slices()[1]
-
-
-def _tiny_student(name="user_student"):
-    import tf_keras as keras
-    from tf_keras import layers
-
-    inputs = keras.Input((28, 28, 1), name="image")
-    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="s_conv1")(inputs)
-    x = layers.BatchNormalization(momentum=0.9, name="s_bn1")(x)
-    x = layers.ReLU(name="s_relu1")(x)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s_conv2")(x)
-    x = layers.Flatten(name="s_flatten")(x)
-    outputs = layers.Dense(10, name="s_logits")(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 def _dense_pair(seed=0):
@@ -68,7 +46,7 @@ def test_teacher_frozen_student_trained_after_a_step(teacher_path, student_data)
     from edgeqd.models import load_model
 
     teacher = load_model(teacher_path)
-    student = _tiny_student()
+    student = tiny_user_student()
     distiller = Distiller(student, teacher, features=["t_relu2:s_relu1"], attention=["t_relu1:s_relu1"])
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     teacher_before = [w.copy() for w in teacher.get_weights()]

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 import edgeqd  # noqa: F401
-from distill_helpers import (build_image_teacher, fashion_slices, image_teacher_path, sequence_teacher_path,
-                             sine_sequences)
+from distill_helpers import build_image_teacher, sequence_teacher_path, sine_sequences, tiny_user_student
 from edgeqd.data import find_fashion_mnist
 from edgeqd.errors import DistillationError, UsageError
 from edgeqd.settings import DistillSettings
@@ -30,28 +29,6 @@ pytestmark = pytest.mark.skipif(find_fashion_mnist() is None,
                                 reason="Fashion-MNIST not installed: run `make data`")
 
 
-@pytest.fixture(scope="module")
-def teacher_path():
-    return image_teacher_path()
-
-
-@pytest.fixture(scope="module")
-def student_data():
-    return fashion_slices()[1]
-
-
-def _tiny_student(name="user_student"):
-    import tf_keras as keras
-    from tf_keras import layers
-
-    inputs = keras.Input((28, 28, 1), name="image")
-    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="s_conv1")(inputs)
-    x = layers.BatchNormalization(momentum=0.9, name="s_bn1")(x)
-    x = layers.ReLU(name="s_relu1")(x)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s_conv2")(x)
-    x = layers.Flatten(name="s_flatten")(x)
-    outputs = layers.Dense(10, name="s_logits")(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 # --------------------------------------------------------------------------- distill()
@@ -126,7 +103,7 @@ def test_user_student_from_a_compiled_model_file(teacher_path, student_data, tmp
 
     from edgeqd.distillation import distill
 
-    user = _tiny_student()
+    user = tiny_user_student()
     user.compile(optimizer="sgd", loss="mse")  # compiled with something unrelated: ignored
     user_path = tmp_path / "mine.keras"
     user.save(user_path)
