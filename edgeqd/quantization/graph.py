@@ -149,6 +149,31 @@ class Graph:
         return name
 
 
+def conv1d_as_conv2d(layer, graph: "Graph") -> tuple[list, dict[str, list]]:
+    """A Conv1D's 2-D twin on a height-1 map: [causal padding,] a Conv2D with a 1×k kernel, and its weights.
+
+    The Conv2D keeps the layer's name (its output is the original layer's output); causal padding
+    becomes a left ZeroPadding2D of dilation·(k − 1) before a valid convolution.
+
+    Args:
+        layer: a channels-last ``tf_keras`` Conv1D.
+        graph: the graph the new layers join (for unique names).
+    """
+    from tf_keras import layers
+
+    kernel, dilation = int(layer.kernel_size[0]), int(layer.dilation_rate[0])
+    chain, padding = [], layer.padding
+    if padding == "causal":
+        chain.append(layers.ZeroPadding2D(((0, 0), (dilation * (kernel - 1), 0)),
+                                          name=graph.unique_name(f"{layer.name}_causal_pad")))
+        padding = "valid"
+    conv = layers.Conv2D(layer.filters, (1, kernel), strides=(1, int(layer.strides[0])), padding=padding,
+                         dilation_rate=(1, dilation), groups=layer.groups, use_bias=layer.use_bias,
+                         activation=activation_name(layer), name=layer.name)
+    weights = layer.get_weights()
+    return [*chain, conv], {conv.name: [weights[0][None, ...], *weights[1:]]}
+
+
 def activation_name(layer) -> str:
     """The name of ``layer``'s activation ("linear" when it has none).
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgeqd.quantization.graph import Graph, activation_name, channels_last, rebuild, refs
+from edgeqd.quantization.graph import Graph, channels_last, conv1d_as_conv2d, rebuild, refs
 
 __all__ = ["lift_1d", "LIFT_RULE"]
 
@@ -77,17 +77,7 @@ def _twin(layer, graph: Graph) -> Optional[tuple[list, dict, str]]:
     kind = type(layer).__name__
     config = layer.get_config()
     if kind == "Conv1D" and _conv1d_liftable(layer):
-        kernel, dilation = int(layer.kernel_size[0]), int(layer.dilation_rate[0])
-        chain, padding = [], layer.padding
-        if padding == "causal":  # causal = left-pad by dilation·(k − 1), then a valid convolution
-            chain.append(layers.ZeroPadding2D(((0, 0), (dilation * (kernel - 1), 0)),
-                                              name=graph.unique_name(f"{layer.name}_causal_pad")))
-            padding = "valid"
-        conv = layers.Conv2D(layer.filters, (1, kernel), strides=(1, int(layer.strides[0])), padding=padding,
-                             dilation_rate=(1, dilation), groups=layer.groups, use_bias=layer.use_bias,
-                             activation=activation_name(layer), name=layer.name)
-        weights = layer.get_weights()
-        return [*chain, conv], {conv.name: [weights[0][None, ...], *weights[1:]]}, "lifted"
+        return (*conv1d_as_conv2d(layer, graph), "lifted")
     if kind == "BatchNormalization" and config.get("axis") in (-1, 2, [-1], [2]):
         return [type(layer).from_config({**config, "axis": -1})], {}, "lifted"
     if kind in _ELEMENTWISE and not config.get("noise_shape"):

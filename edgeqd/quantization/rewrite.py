@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from edgeqd.errors import QuantizationError
-from edgeqd.quantization.graph import Graph, activation_name, channels_last, rebuild, rewire, to_functional
+from edgeqd.quantization.graph import (Graph, activation_name, channels_last, conv1d_as_conv2d, rebuild, rewire,
+                                      to_functional)
 
 # Rewrites only change float32 summation order (a 1×k Conv2D instead of a Conv1D, a
 # folded batch-norm scale instead of (x − μ)/σ·γ + β), which moves outputs by a few
@@ -146,23 +147,11 @@ def _conv1d(layer, graph: Graph) -> Optional[Replacement]:
         return None
     channels = int(layer.input_spec.axes[-1]) if layer.input_spec and layer.input_spec.axes else \
         int(layer.kernel.shape[1]) * layer.groups
-    kernel = int(layer.kernel_size[0])
-    dilation = int(layer.dilation_rate[0])
-    chain = [layers.Reshape((1, -1, channels), name=graph.unique_name(f"{layer.name}_to2d"))]
-    padding = layer.padding
-    if padding == "causal":
-        # Causal = left-pad by dilation·(k − 1), then a valid convolution.
-        chain.append(layers.ZeroPadding2D(((0, 0), (dilation * (kernel - 1), 0)),
-                                          name=graph.unique_name(f"{layer.name}_causal_pad")))
-        padding = "valid"
-    conv = layers.Conv2D(layer.filters, (1, kernel), strides=(1, int(layer.strides[0])), padding=padding,
-                         dilation_rate=(1, dilation), groups=layer.groups, use_bias=layer.use_bias,
-                         activation=activation_name(layer), name=layer.name)
-    chain.append(conv)
-    chain.append(layers.Reshape((-1, layer.filters), name=graph.unique_name(f"{layer.name}_to1d")))
-    weights = layer.get_weights()
-    new_weights = {conv.name: [weights[0][None, ...], *weights[1:]]}
-    return Replacement(tuple(chain), new_weights, "Conv1D computed as a Conv2D with a 1×k kernel on a height-1 map")
+    to2d = layers.Reshape((1, -1, channels), name=graph.unique_name(f"{layer.name}_to2d"))
+    conv_chain, new_weights = conv1d_as_conv2d(layer, graph)
+    to1d = layers.Reshape((-1, layer.filters), name=graph.unique_name(f"{layer.name}_to1d"))
+    return Replacement((to2d, *conv_chain, to1d), new_weights,
+                       "Conv1D computed as a Conv2D with a 1×k kernel on a height-1 map")
 
 
 @register_rewrite("fused-activation",
