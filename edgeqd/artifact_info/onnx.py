@@ -150,8 +150,14 @@ def _attach_qdq_parameters(graph, tensors: _Tensors) -> None:
         tensors.rows[tensors.of(target)].update(quant)
 
 
-def _mode(node, inputs: list[int], tensors: _Tensors, dq_outputs: set[str], consumers: dict) -> str:
-    """How one node computes: boundary, integer (QLinear*, or fused between DQ and Q), or float."""
+def _mode(node, inputs: list[int], tensors: _Tensors, dq_outputs: set[str], consumers: dict,
+          low_bit_dq: set[str] = frozenset()) -> str:
+    """How one node computes: boundary, integer (QLinear*, or fused between DQ and Q), hybrid, or float.
+
+    ONNX Runtime's CPU provider has no integer kernel for int4 weights: an op reading a dequantized
+    int4 initializer (``low_bit_dq``) runs in float on the dequantized weights — "hybrid", like
+    TFLite's dynamic-range ops — even between DQ and Q.
+    """
     rows = tensors.rows
     activations = [rows[i] for i in inputs if not rows[i]["constant"]]
     if node.op_type in BOUNDARY_OPS:
@@ -165,12 +171,19 @@ def _mode(node, inputs: list[int], tensors: _Tensors, dq_outputs: set[str], cons
         from_dq = all(name in dq_outputs for name in float_in)
         to_q = all(consumers[n] and all(c.op_type == "QuantizeLinear" for c in consumers[n])
                    for n in node.output if rows[tensors.index[n]]["dtype"] in FLOAT_DTYPES)
-        return "integer" if float_in and from_dq and to_q else "float"
+        if float_in and from_dq and to_q:
+            return "hybrid" if any(name in low_bit_dq for name in float_in) else "integer"
+        return "float"
     return "integer"
 
 
 def _operators(graph, tensors: _Tensors) -> list[dict[str, Any]]:
+    import onnx
+
     dq_outputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    low_bit = {init.name for init in graph.initializer
+               if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)}
+    low_bit_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in low_bit}
     consumers: dict[str, list] = defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -183,7 +196,7 @@ def _operators(graph, tensors: _Tensors) -> list[dict[str, Any]]:
         outputs = [tensors.of(n) for n in node.output if n]
         op_type = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
         operators.append({"index": o, "type": op_type, "inputs": inputs, "outputs": outputs,
-                          "mode": _mode(node, inputs, tensors, dq_outputs, consumers)})
+                          "mode": _mode(node, inputs, tensors, dq_outputs, consumers, low_bit_dq)})
     return operators
 
 

@@ -56,6 +56,19 @@ def test_every_artifact_lists_operators_io_and_sizes(run, fmt):
         assert info["float_fallback"] == []  # this model has no op that falls back to float compute
 
 
+def test_onnx_int4_weight_ops_are_hybrid_and_int8_ones_integer(run):
+    """ONNX Runtime's CPU provider has no int4 kernel: DQ(int4) → Conv → Q runs Conv in float on the
+    dequantized weights (hybrid), where DQ(int8) → Conv → Q fuses into an int8 kernel (integer)."""
+    def modes(fmt):
+        info = inspect_artifact(artifact(run, fmt))
+        return {row["type"]: row["modes"] for row in info["operators"] if row["type"] in ("Conv", "MatMul", "Gemm")}
+
+    assert modes("onnx-int8") and all(m == ["integer"] for m in modes("onnx-int8").values())
+    low = modes("onnx-w4a8")
+    assert low and all("hybrid" in m for m in low.values()), low
+    assert inspect_artifact(artifact(run, "onnx-w4a8"))["float_fallback"] == []  # hybrid, not a fallback
+
+
 def test_full_int8_tflite_has_no_float_ops_and_matches_the_manifest(run):
     info = inspect_artifact(artifact(run, "tflite-int8"))
     assert info["quantization"] == "full-int8"
