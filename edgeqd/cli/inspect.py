@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from edgeqd.cli.common import console, handle_errors, print_json
-from edgeqd.cli.options import json_option
+from edgeqd.cli.options import force_option, json_option
 
 
 def _size(n: int) -> str:
@@ -131,13 +131,17 @@ def inspect_tables(info: dict[str, Any]) -> list:
 @click.option("--data", default=None, metavar="DATA", help="Data for --sensitivity (fashion-mnist, .npz, folder).")
 @click.option("--samples", default=1000, show_default=True, type=click.IntRange(min=1), metavar="N",
               help="Held-out samples --sensitivity compares on.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
+              help="With --sensitivity: also draw the table (SQNR per layer and precision) as a PNG.")
+@force_option
 @click.option("--target", type=click.Choice(["tflm"]), default=None,
               help="Also check a runtime target per op: tflm = TensorFlow Lite Micro (resolver method, kernel, "
               "what it lacks).")
 @json_option
 @handle_errors
 def inspect_command(artifact: Path, as_json: bool, sensitivity: bool = False, data: str | None = None,
-                    samples: int = 1000, target: str | None = None) -> None:
+                    samples: int = 1000, plot: Path | None = None, force: bool = False,
+                    target: str | None = None) -> None:
     """Show what is inside ARTIFACT (.tflite or .onnx): I/O and quantization, operators, float fallback,
     per-channel scales, parameter count and size breakdown, embedded metadata; with --sensitivity, how far
     quantizing each layer alone moves a float model's outputs."""
@@ -149,9 +153,22 @@ def inspect_command(artifact: Path, as_json: bool, sensitivity: bool = False, da
 
         if data is None:
             raise UsageError("--sensitivity needs --data (the samples the layers are compared on)")
+        if plot is not None:
+            from edgeqd.atomic import check_output_safe, check_writable
+
+            check_output_safe(plot, [artifact, data], file=True, option="--plot")
+            check_writable(plot, force)
         table = sensitivity_report(artifact, data, samples)
+        if plot is not None:
+            from edgeqd.cli.sensitivity import write_sensitivity_plot
+
+            write_sensitivity_plot(table, plot, force)
         print_json(table) if as_json else console(markup=False).print(sensitivity_table_renderable(table))
         return
+    if plot is not None:
+        from edgeqd.errors import UsageError
+
+        raise UsageError("--plot draws the --sensitivity table: give --sensitivity --data DATA")
     info = inspect_artifact(artifact)
     if target == "tflm":
         from edgeqd.cli.inspect_tflm import tflm_target_info

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from edgeqd.errors import UsageError
 
-__all__ = ["sensitivity_report", "sensitivity_table_renderable"]
+__all__ = ["sensitivity_report", "sensitivity_table_renderable", "write_sensitivity_plot"]
 
 
 def _cell(result: Optional[dict[str, Any]]) -> str:
@@ -68,3 +68,21 @@ def sensitivity_table_renderable(table: dict[str, Any]):
     for row in table["layers"]:
         out.add_row(row["layer"], row["op"], f"{row['elements']:,}", *(_cell(row[mode]) for mode in table["modes"]))
     return out
+
+
+def write_sensitivity_plot(table: dict[str, Any], path: Path, force: bool = False) -> None:
+    """Draw the sensitivity table as a PNG at ``path`` (written atomically).
+
+    Args:
+        table: the answer of :func:`sensitivity_report`.
+        path: the ``.png`` to write.
+        force: replace an existing file.
+    """
+    from edgeqd.atomic import write_bytes_atomic
+    from edgeqd.reporting.plots import sensitivity_bars
+
+    png = sensitivity_bars(table)
+    if png is None:
+        raise UsageError(f"--plot: no layer of {table.get('file', 'the model')} could be quantized alone: "
+                         "nothing to draw")
+    write_bytes_atomic(path, png, force=force)

@@ -196,6 +196,42 @@ def latency_bars(rows: list[dict], metric: str = "latency") -> Optional[bytes]:
     return _png(fig)
 
 
+def sensitivity_bars(table: dict) -> Optional[bytes]:
+    """Per-layer sensitivity: output SQNR (dB) of each layer quantized alone, one bar per precision.
+
+    Lower bars are the sensitive layers (the ones ``--precision auto`` keeps at higher precision);
+    a variant without a kernel is left out, an identical output is drawn at the top of the axis.
+
+    Args:
+        table: the answer of :func:`edgeqd.quantization.sensitivity.sensitivity_table`.
+
+    >>> sensitivity_bars({"modes": ["w4a8"], "layers": []}) is None
+    True
+    """
+    layers, modes = table["layers"], table["modes"]
+    finite = [row[m]["sqnr_db"] for row in layers for m in modes if row.get(m) and row[m]["sqnr_db"] is not None]
+    if not layers or not any(row.get(m) for row in layers for m in modes):
+        return None
+    top = (max(finite) if finite else 60.0) + 5
+    width = 0.8 / len(modes)
+    fig, ax = _figure(max(7.0, 0.45 * len(layers) * len(modes)), 4.2)
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    for k, mode in enumerate(modes):
+        xs, heights = [], []
+        for i, row in enumerate(layers):
+            if row.get(mode):
+                xs.append(i - 0.4 + width * (k + 0.5))
+                heights.append(top if row[mode]["sqnr_db"] is None else row[mode]["sqnr_db"])
+        ax.bar(xs, heights, width * 0.9, color=colors[k % len(colors)], label=mode)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([row["layer"][-24:] for row in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("output SQNR vs float (dB; higher = less sensitive)")
+    ax.set_title(f"per-layer sensitivity: one layer quantized at a time ({table['samples']} samples)", fontsize=11)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
 def profile_bars(rows: list[dict], top: int = 6) -> Optional[bytes]:
     """One stacked bar per profiled bench row: the share of op time by op type.
 

@@ -48,6 +48,22 @@ def test_sensitivity_prints_a_table(float_file, small_npz):
     assert "per-layer sensitivity" in result.output and "logits" in result.output and " dB" in result.output
 
 
+def test_sensitivity_plot_is_a_png_and_never_replaces_without_force(float_file, small_npz, tmp_path):
+    plot = tmp_path / "sensitivity.png"
+    args = ["inspect", str(float_file), "--sensitivity", "--data", str(small_npz), "--samples", "100",
+            "--plot", str(plot)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5_000
+    before = plot.read_bytes()
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--force" in result.output and plot.read_bytes() == before
+    assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
+    # --plot draws the sensitivity table only.
+    result = CliRunner().invoke(cli, ["inspect", str(float_file), "--plot", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "--plot draws the --sensitivity table" in result.output
+
+
 def test_sensitivity_refuses_a_quantized_file_and_missing_data(float_file, small_npz, tmp_path):
     from edgeqd.quantization.aeq import quantize_tflite
     from edgeqd.quantization.lowbit import w4_recipe
