@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -187,7 +188,9 @@ def _run_trials(search: _Search, study, worker: bool) -> None:
     from edgeqd.optimize.study import MAX_PROPOSALS_PER_TRIAL, counts, finished, wait_for_running
 
     settings = search.settings
-    optuna.storages.fail_stale_trials(study)  # a killed run's trial, silent past the heartbeat's grace: failed
+    with warnings.catch_warnings():  # experimental in Optuna's eyes since 2.9; edgeqd relies on it for --resume
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a killed run's trial, silent past the heartbeat's grace: failed
 
     def stop(study, trial) -> None:
         _best_so_far(search, study)
