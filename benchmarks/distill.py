@@ -303,7 +303,7 @@ def write_results(state: dict, rows: list[str]) -> str:
         lines, verdicts = _table(task_state, rows)
         done = [len(task_state["runs"].get(key, {})) for key in rows]
         if min(done) < max(done) or min(done) < 3:
-            lines.append(f"| *in progress when written: {sum(done)} of {3 * len(rows)} runs finished* "
+            lines.append(f"| *partial: {sum(done)} of {3 * len(rows)} runs finished (a rerun resumes the rest)* "
                          "| | | | | | | | | |")
         body += lines + ["", "Verdicts: " + ("; ".join(verdicts) if verdicts else "none yet") + ".", ""]
     body.append("Reproduce: `nice -n 10 .venv/bin/python benchmarks/distill.py --task all --write` "
