@@ -238,6 +238,7 @@ class Device:
         shares_host: runs on this machine's CPU, so it never runs concurrently with
             another device that does (their latencies would disturb each other).
         option_names: the keys a devices file may give for this kind.
+        single_threaded: runs one thread whatever ``--threads`` says, so bench gives it one row per artifact.
     """
 
     kind: ClassVar[str] = ""
@@ -246,6 +247,7 @@ class Device:
     option_names: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
     latency_note: ClassVar[str] = ""  # what an emulated kind's latency is instead ("" = the emulated note)
+    single_threaded: ClassVar[bool] = False  # runs one thread whatever --threads says (TFLM)
 
     def __init__(self, spec: str, name: Optional[str] = None, options: Optional[dict] = None) -> None:
         options = dict(options or {})

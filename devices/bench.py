@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import math
 import os
 import time
@@ -313,6 +314,8 @@ def _run_device(device: Device, jobs: list[Job], retries: int, notes: str,
     """All jobs of one device over one session; a broken session is reopened for a retry."""
     rows = []
     session: Optional[Session] = None
+    if device.single_threaded:  # one row per artifact, at the one thread it runs
+        jobs = list({job.artifact: dataclasses.replace(job, threads=1) for job in jobs}.values())
     try:
         for job in jobs:
             started = time.monotonic()

@@ -68,6 +68,7 @@ class TFLMDevice(LocalDevice):
     # Not an emulator, but its latency is no device's either: marked so that it is never compared.
     emulated = True
     latency_note = TFLM_LATENCY_NOTE
+    single_threaded = True  # TFLM's interpreter has no threads: --threads 1,2 would measure the same run twice
     description = "TensorFlow Lite Micro's interpreter on the host (arena, flash, ops; latency not an MCU figure)"
 
     def run_job(self, session: Session, job: Job) -> dict:

@@ -142,6 +142,14 @@ def test_tflm_bench_row_has_arena_flash_ops_and_local_accuracy(micro_models):
     assert micro_row.to_dict()["micro"]["arena_bytes"] == micro["arena_bytes"]  # bench.json keeps it
 
 
+def test_tflm_gives_one_row_per_artifact_whatever_threads_say(micro_models):
+    from dataclasses import replace
+
+    rows = bench([micro_models["int8"]], ["tflm", "local"], data="fashion-mnist",
+                 settings=replace(FAST, threads=(1, 2)))
+    assert [(r.kind, r.threads) for r in rows] == [("tflm", 1), ("local", 1), ("local", 2)]
+
+
 def test_an_op_tflm_lacks_fails_the_row_naming_it(micro_models):
     rows = bench([micro_models["gelu"]], ["tflm"], settings=FAST)
     assert rows[0].status == Status.FAILED
