@@ -105,7 +105,8 @@ def closest(rows: list[dict], budgets: dict, count: int = 3) -> list[dict]:
 
 
 def _fmt(name: str, value: float) -> str:
-    return f"{value:.3g} {UNITS[name]}" if name != "size_kb" else f"{value:.1f} KB"
+    # Sizes to 1/100 KB: at one decimal a candidate 40 bytes over 32 KB read "32.0 KB > 32.0 KB".
+    return f"{value:.3g} {UNITS[name]}" if name != "size_kb" else f"{value:.2f} KB"
 
 
 def relax_advice(rows: list[dict], budgets: dict) -> list[str]:

@@ -118,7 +118,8 @@ def _objective(search: _Search, trial) -> list[float]:
         trial.set_user_attr("size_untrained_bytes", size)
         trial.set_user_attr("size_kb", round(size / 1024, 3))
         if settings.max_size_kb is not None and size / 1024 > settings.max_size_kb:
-            _prune(trial, "pruned", f"{size / 1024:.1f} KB > --max-size-kb {settings.max_size_kb:g} (exact, untrained)")
+            _prune(trial, "pruned", f"{size:,} B > --max-size-kb {settings.max_size_kb:g} "
+                                    f"({settings.max_size_kb * 1024:,.0f} B; exact, untrained)")
         latency = search.devices.latency_ms(artifact)
         if latency is not None:
             trial.set_user_attr("latency_ms", round(latency, 4))
