@@ -70,7 +70,8 @@ def _show(result, as_json: bool) -> None:
 @click.option("--widths", default=None, metavar="LIST", help="Width multipliers searched [default: 0.25,0.5,1,1.5].")
 @click.option("--depths", default=None, metavar="LIST", help="Depth multipliers searched [default: 0.5,1].")
 @click.option("--precisions", default=None, metavar="LIST",
-              help="Precisions searched: int8, w4a8 [default: int8, and w4a8 where its converter is registered].")
+              help="Precisions searched: int8, w4a8, mixed (per-layer int4/int8 chosen after training) "
+                   "[default: each one whose converter is registered].")
 @click.option("--recipes", default=None, metavar="LIST", help="Distillation recipes searched [default: classic,"
                                                               "consistent].")
 @force_option

@@ -22,7 +22,11 @@ from edgeqd.settings import DISTILL_RECIPES, Settings, setting
 SAMPLERS = ("tpe", "nsga2", "random")
 # Precision name → the converter that writes it (looked up in the registry at run time: a
 # precision whose converter is not registered in this install is not searched).
-PRECISION_FORMATS = {"int8": "tflite-int8", "w4a8": "tflite-w4a8"}
+PRECISION_FORMATS = {"int8": "tflite-int8", "w4a8": "tflite-w4a8", "mixed": "tflite-mixed"}
+# A mixed candidate's bits are chosen after training (--precision auto): before training only a lower bound
+# of its size is known, its all-int4 twin's; the mixed search's own budget against the student's float model.
+MIXED_LOWER_BOUND_FORMAT = "tflite-w4a8"
+MIXED_DEFAULT_DROP = 1.0
 
 
 def _positive_numbers(value: tuple) -> bool:
@@ -52,8 +56,9 @@ class OptimizeSettings(Settings):
                               "[default: every family that fits the data].", metavar="NAME")
     widths: tuple = setting((0.25, 0.5, 1.0, 1.5), "--widths", "Width multipliers searched.", metavar="LIST")
     depths: tuple = setting((0.5, 1.0), "--depths", "Depth multipliers searched.", metavar="LIST")
-    precisions: tuple = setting((), "--precisions", "Precisions searched: int8, w4a8 [default: int8, and w4a8 "
-                                "where its converter is installed].", metavar="LIST")
+    precisions: tuple = setting((), "--precisions", "Precisions searched: int8, w4a8, mixed (per-layer int4/int8 "
+                                "chosen after training) [default: each one whose converter is installed].",
+                                metavar="LIST")
     recipes: tuple = setting(("classic", "consistent"), "--recipes", "Distillation recipes searched.",
                              metavar="LIST")
     epochs: int = setting(5, "--epochs", "Distillation epochs per candidate (early stopping may end sooner).",

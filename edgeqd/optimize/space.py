@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
 from edgeqd.errors import UsageError
-from edgeqd.optimize.settings import PRECISION_FORMATS, OptimizeSettings
+from edgeqd.optimize.settings import MIXED_LOWER_BOUND_FORMAT, PRECISION_FORMATS, OptimizeSettings
 
 FILE_FAMILY = "file"
 # Families whose layers TFMOT can quantize-aware-train (conv1d: TFMOT rejects Conv1D).
@@ -30,7 +30,7 @@ class Candidate:
         family: a built-in student family, or ``"file"`` for the user's ``--student`` file.
         width: width multiplier (None for a file).
         depth: depth multiplier (None for a file).
-        precision: ``int8`` or ``w4a8``.
+        precision: ``int8``, ``w4a8`` or ``mixed``.
         recipe: the distillation recipe.
     """
 
@@ -44,6 +44,12 @@ class Candidate:
     def format(self) -> str:
         """The converter that writes this candidate's artifact (``tflite-int8``)."""
         return PRECISION_FORMATS[self.precision]
+
+    @property
+    def untrained_format(self) -> str:
+        """The converter whose untrained artifact is measured before training: the candidate's own, except
+        for ``mixed``, whose bits the search picks after training (its all-int4 twin: a lower bound of its size)."""
+        return MIXED_LOWER_BOUND_FORMAT if self.precision == "mixed" else self.format
 
     @property
     def label(self) -> str:

@@ -13,7 +13,7 @@ import json
 import time
 import warnings
 import zlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from edgeqd.errors import UsageError
 from edgeqd.optimize.settings import OptimizeSettings

@@ -31,7 +31,8 @@ def convert_settings(candidate: Candidate, settings: OptimizeSettings, train_sam
         train_samples: training samples available (QAT keeps at most a quarter for validation).
         student_file: the user's student file, for ``family == "file"``.
     """
-    from edgeqd.settings import ConvertSettings, DistillSettings, QATSettings
+    from edgeqd.optimize.settings import MIXED_DEFAULT_DROP
+    from edgeqd.settings import CalibrationSettings, ConvertSettings, DistillSettings, QATSettings, VerifySettings
 
     is_file = candidate.family == FILE_FAMILY
     distill = DistillSettings(student=student_file if is_file else candidate.family,
@@ -41,6 +42,10 @@ def convert_settings(candidate: Candidate, settings: OptimizeSettings, train_sam
     qat = None
     if settings.qat_epochs and candidate.precision == "int8" and candidate.family in QAT_FAMILIES:
         qat = QATSettings(epochs=settings.qat_epochs, validation_samples=max(1, min(1000, train_samples // 4)))
+    if candidate.precision == "mixed":  # per-layer bits searched on the trained student, within the drop budget
+        return ConvertSettings(formats=(candidate.format,), seed=settings.seed, distill=distill,
+                               calibration=CalibrationSettings(precision="auto"),
+                               verify=VerifySettings(max_drop=settings.max_drop or MIXED_DEFAULT_DROP))
     return ConvertSettings(formats=(candidate.format,), seed=settings.seed, distill=distill, qat=qat)
 
 

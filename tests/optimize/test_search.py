@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -77,6 +78,25 @@ def test_an_impossible_budget_exits_4_with_the_closest_candidate_and_what_to_rel
                for r in document["candidates"])
     mine = document["candidates"][0]  # the user's student is tried first, measured like every candidate
     assert mine["candidate"]["family"] == "file" and mine["status"] == "pruned" and mine["size_kb"] > 1
+
+
+@pytest.mark.slow
+def test_a_mixed_candidate_is_pruned_on_its_int4_lower_bound_and_ships_its_searched_bits(npz, tmp_path):
+    """precision mixed: its bits are searched after training (--precision auto), so before training only
+    its all-int4 twin's size is known (a lower bound); its latency is measured on the shipped file."""
+    out = tmp_path / "opt"
+    options = [o if o != "int8" else "mixed" for o in TINY]  # --precisions mixed
+    result = run("--teacher", teacher(), "--data", npz, "--out", out, "--device", "local", "--trials", "1",
+                 "--family", "mlp", "--max-size-kb", "64", *options)
+    assert result.exit_code == 0, result.output
+    trained = [r for r in candidates(out)["candidates"] if r["status"] == "trained"]
+    assert len(trained) == 1 and trained[0]["candidate"]["precision"] == "mixed"
+    row = trained[0]
+    assert row["file"] == "model_mixed.tflite" and row["latency_ms"] > 0
+    assert row["size_bytes"] >= row["size_untrained_bytes"] - 64  # int4 everywhere is the smallest it can be
+    manifest = json.loads((out / "best" / "manifest.json").read_text())
+    layers = manifest["artifacts"][0]["details"]["layers"]
+    assert layers and all(layer["bits"] in (4, 8) for layer in layers)
 
 
 def test_an_emulated_device_cannot_satisfy_a_latency_budget(npz, tmp_path):
