@@ -12,6 +12,7 @@ packages=(
   adb                     # Android transport (client/server)
   gcc                     # compiles the TFLite Micro C array in tests
   chromium                # renders the HTML report in a test
+  postgresql              # the optimize test where several workers share one PostgreSQL study
 )
 missing=()
 for p in "${packages[@]}"; do
