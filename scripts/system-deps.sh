@@ -22,9 +22,14 @@ done
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-  } || echo "warning: could not install ${missing[*]}; dependent tests will be skipped"
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1
+    # One by one, so that a package that will not install costs only its own tests.
+    for p in "${missing[@]}"; do
+      apt-get install -y -q --no-install-recommends "$p" >/dev/null 2>&1 \
+        || echo "warning: could not install $p; the tests that need it will be skipped"
+    done
+  fi
 else
   echo "note: not root; missing Debian packages: ${missing[*]} (dependent tests will be skipped)"
 fi
