@@ -70,8 +70,23 @@ for _module in (_bench, _convert, _data, _devices, _distill, _inspect, _optimize
 
 
 def main() -> None:
-    """Console entry point."""
-    cli(prog_name="edgeqd")
+    """Console entry point.
+
+    An interrupted run (exit 130/143; its outputs already removed) ends with ``os._exit`` once the
+    streams are flushed: TensorFlow's threads, still alive after an interrupted ``fit``, can crash
+    the interpreter's shutdown (SIGSEGV seen in a SIGTERM-during-training test), which would turn
+    143 into a signal death.
+    """
+    import os
+
+    try:
+        cli(prog_name="edgeqd")
+    except SystemExit as exc:
+        if exc.code in (130, 143):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code)
+        raise
 
 
 if __name__ == "__main__":
